@@ -1,0 +1,31 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+# The torch build to install before everything else. The default is the CPU build this
+# project is developed on; on a GPU machine use e.g. `make TORCH="torch==2.13.0" demo`
+# with your CUDA wheel index configured in pip, or install torch into .venv yourself first.
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+.PHONY: demo test setup clean bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/rayrag demo
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/rayrag bench retrieval --out runs/bench
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,5 @@
+import sys
+
+from rayrag.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""A synthetic knowledge base of invented entities, and questions about their facts.
+
+Every name and most answers are invented, so no model can know an answer without
+retrieving the passage that states it. Questions are split by entity: the entities asked
+about in `test` never appear in `train`, so test questions ask about facts never seen in
+training and only a model that reads the retrieved passage can answer them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "j", "k", "kr", "l", "m", "n",
+           "p", "pr", "r", "s", "st", "t", "tr", "v", "w", "z", "th", "sh", "qu"]
+_VOWELS = ["a", "e", "i", "o", "u", "ae", "io", "ou", "ei"]
+_CODAS = ["", "n", "r", "l", "s", "th", "m", "x", "nd", "rk"]
+
+# (question templates, sentence template) per relation: {name} and {subject} are the entity,
+# {value} the answer.
+_RELATIONS: dict[str, tuple[list[str], str]] = {
+    "birthplace": (["where was {name} born?", "in which town was {name} born?"],
+                   "{subject} was born in the town of {value}."),
+    "year": (["in what year was {name} born?", "when was {name} born?"],
+             "{subject} came into the world in {value}."),
+    "company": (["which company did {name} found?", "what is the name of the firm {name} founded?"],
+                "{subject} founded a company called {value}."),
+    "river": (["near which river did {name} live?", "what river did {name} live beside?"],
+              "{subject} lived beside the {value} river."),
+    "pet": (["what was the name of {name}'s dog?", "what did {name} call their dog?"],
+            "{subject} kept a dog named {value}."),
+}
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+                   for _ in range(syllables)).capitalize()
+
+
+@dataclass
+class SyntheticCorpus:
+    """Documents and question-answer splits of the synthetic task.
+
+    documents: dicts with `title` (the entity) and `text` (one fact), one per fact.
+    splits: split name -> list of (question, answer, gold title).
+    """
+
+    documents: list[dict[str, str]]
+    splits: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+
+
+def make_corpus(n_entities: int = 400, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                seed: int = 0) -> SyntheticCorpus:
+    """Invent `n_entities` entities with one fact per relation and split them by entity."""
+    if n_entities < 3:
+        raise ValueError(f"n_entities must be at least 3 (one entity per split), got {n_entities}")
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def fresh(syllables: int, n_words: int = 1) -> str:
+        while True:
+            value = " ".join(_word(rng, syllables) for _ in range(n_words))
+            if value.lower() not in used:
+                used.add(value.lower())
+                return value
+
+    documents: list[dict[str, str]] = []
+    facts: list[list[tuple[str, str, str]]] = []
+    for _ in range(n_entities):
+        name = fresh(2, 2)
+        values = {
+            "birthplace": fresh(3),
+            "year": str(rng.randint(1650, 1990)),
+            "company": fresh(2) + " " + rng.choice(["Works", "Foundry", "Trading", "Mills", "Press"]),
+            "river": fresh(2),
+            "pet": fresh(2),
+        }
+        # One short document per fact, titled with the entity: the retriever must find the
+        # passage that states the asked-about fact among the entity's passages.
+        for relation, (_, sentence) in _RELATIONS.items():
+            documents.append({"title": name, "text": sentence.format(subject=name, value=values[relation])})
+        facts.append([(rng.choice(_RELATIONS[r][0]).format(name=name), values[r], name)
+                      for r in _RELATIONS])
+    rng.shuffle(documents)
+
+    order = list(range(n_entities))
+    rng.shuffle(order)
+    n_train = max(1, int(split[0] * n_entities))
+    n_val = max(1, int(split[1] * n_entities))
+    parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val],
+             "test": order[n_train + n_val:]}
+    corpus = SyntheticCorpus(documents=documents)
+    for name, idx in parts.items():
+        qa = [fact for i in idx for fact in facts[i]]
+        rng.shuffle(qa)
+        corpus.splits[name] = qa
+    return corpus
+
+
+def write_corpus(corpus: SyntheticCorpus, docs_path: Path, data_dir: Path) -> None:
+    """Write documents as JSONL and each split as `.source`/`.target` (+ `.titles` gold titles)."""
+    docs_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(docs_path, "w", encoding="utf-8") as f:
+        for doc in corpus.documents:
+            f.write(json.dumps(doc) + "\n")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for split, qa in corpus.splits.items():
+        for suffix, column in (("source", 0), ("target", 1), ("titles", 2)):
+            with open(data_dir / f"{split}.{suffix}", "w", encoding="utf-8") as f:
+                f.writelines(row[column] + "\n" for row in qa)

@@ -1,0 +1,130 @@
+"""Build a knowledge base directory: documents -> passages -> vectors -> FAISS index, written atomically.
+
+Everything is written into a temporary sibling directory and renamed into place at the end, so
+a crash or a kill never leaves a half-built knowledge base under the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rayrag import encoders
+from rayrag.data.documents import ReadReport, read_documents, split_passages
+from rayrag.errors import RayragError
+from rayrag.kb import faiss_index
+from rayrag.kb.faiss_index import IndexParams
+from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest, describe_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    """What `build` did: counts, skipped rows and seconds per stage."""
+
+    documents: int
+    passages: int
+    skipped: list[str]
+    dim: int
+    index_type: str
+    seconds: dict = field(default_factory=dict)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move `tmp` to `out`; an existing `out` is swapped out first and removed after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors, *, encoder: str,
+                         index_type: str = "flat", params: IndexParams | None = None,
+                         passage_words: int = 100, n_documents: int = 0, overwrite: bool = False,
+                         encoder_dir: Path | None = None) -> Manifest:
+    """Write passages (N) with their vectors (N, d) float32 and an index as a knowledge base at `out`.
+
+    `encoder_dir`, if given, is copied into the knowledge base as `encoder/` (the manifest then
+    names the encoder `./encoder`): used for random `tiny` encoders that exist nowhere else."""
+    from datasets import Dataset, Features, Sequence as HFSequence, Value
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RayragError(f"{out}: already exists; pass --overwrite to replace it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        dim = int(vectors.shape[1])
+        features = Features({"title": Value("string"), "text": Value("string"),
+                             "embeddings": HFSequence(Value("float32"), length=dim)})
+        dataset = Dataset.from_dict({"title": titles, "text": texts, "embeddings": list(vectors)},
+                                    features=features)
+        dataset.save_to_disk(str(tmp / PASSAGES_DIR))
+        index, used = faiss_index.build_index(vectors, index_type, params or IndexParams())
+        faiss_index.save_index(index, tmp / INDEX_FILE)
+        if encoder_dir is not None:
+            shutil.copytree(encoder_dir, tmp / "encoder")
+            encoder = "./encoder"
+        manifest = Manifest(encoder=encoder, dim=dim, n_passages=len(texts), index_type=index_type,
+                            index_params=used, passage_words=passage_words, n_documents=n_documents)
+        manifest.files = describe_files(tmp)
+        manifest.write(tmp)
+        _replace_dir(tmp, out)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build(docs: Sequence[Path], out: Path, *, encoder: str = encoders.MINILM, passage_words: int = 100,
+          index_type: str = "flat", params: IndexParams | None = None, batch_size: int = 64,
+          max_length: int = 256, overwrite: bool = False, progress: bool = True) -> BuildReport:
+    """Read `docs`, split into passages of `passage_words` words, embed with `encoder`, index, write `out`."""
+    if passage_words < 1:
+        raise RayragError(f"--passage-words {passage_words}: must be at least 1")
+    if Path(out).exists() and not overwrite:
+        raise RayragError(f"{out}: already exists; pass --overwrite to replace it or choose another --out")
+    seconds = {}
+    t0 = time.perf_counter()
+    documents, report = read_documents(docs)
+    titles, texts = [], []
+    for doc in documents:
+        for passage in split_passages(doc.text, passage_words):
+            titles.append(doc.title)
+            texts.append(passage)
+    seconds["read"] = time.perf_counter() - t0
+    log.info("read %d documents from %d files into %d passages (%d rows skipped)",
+             report.documents, report.files, len(texts), len(report.skipped))
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        encoder_dir = None
+        if encoder == "tiny":
+            from rayrag.model.tiny import save_tiny_encoder, train_tokenizer
+
+            encoder_dir = save_tiny_encoder(Path(scratch) / "encoder", train_tokenizer(titles + texts))
+        model, tokenizer = encoders.load_context_encoder(str(encoder_dir or encoder))
+        vectors = encoders.embed_passages(model, tokenizer, titles, texts, batch_size=batch_size,
+                                          max_length=max_length, progress=progress)
+        seconds["embed"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        write_knowledge_base(Path(out), titles, texts, vectors, encoder=encoder, index_type=index_type,
+                             params=params, passage_words=passage_words, n_documents=report.documents,
+                             overwrite=overwrite, encoder_dir=encoder_dir)
+    seconds["index_and_write"] = time.perf_counter() - t0
+    return BuildReport(documents=report.documents, passages=len(texts), skipped=report.skipped,
+                       dim=int(vectors.shape[1]), index_type=index_type, seconds=seconds)
+
+
+__all__ = ["BuildReport", "ReadReport", "build", "write_knowledge_base"]

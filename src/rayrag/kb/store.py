@@ -1,0 +1,110 @@
+"""A knowledge base directory opened for search: passages (Arrow, memory-mapped) and the FAISS index.
+
+Layout (see docs/ARCHITECTURE.md):
+    KB_DIR/manifest.json      what is here, with sizes and checksums
+    KB_DIR/passages/          `datasets` Arrow dataset: title, text, embeddings
+    KB_DIR/index.faiss        FAISS index over the embeddings, row i = passage i
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from rayrag.errors import RayragError
+from rayrag.kb import faiss_index
+from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest, verify_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Passages:
+    """Passages for a batch of queries: ids (B, k) int64, vectors (B, k, d) float32, titles and texts [B][k]."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    titles: list[list[str]]
+    texts: list[list[str]]
+
+
+class KnowledgeBase:
+    """Passages and index of one knowledge base directory, checked against its manifest on open."""
+
+    def __init__(self, kb_dir: str | Path, *, mmap: bool = True, verify_checksums: bool = True,
+                 load_index: bool = True):
+        from datasets import load_from_disk
+
+        self.path = Path(kb_dir)
+        self.manifest = Manifest.read(self.path)
+        verify_files(self.path, self.manifest, checksums=verify_checksums)
+        t0 = time.perf_counter()
+        try:
+            dataset = load_from_disk(str(self.path / PASSAGES_DIR))
+        except Exception as e:  # datasets raises assorted errors for a damaged directory
+            raise RayragError(
+                f"{self.path / PASSAGES_DIR}: passages cannot be read ({type(e).__name__}); rebuild the "
+                "knowledge base with `rayrag index`") from e
+        self.table = dataset.data.table  # pyarrow Table over memory-mapped Arrow files
+        if self.table.num_rows != self.manifest.n_passages:
+            raise RayragError(
+                f"{self.path / PASSAGES_DIR}: {self.table.num_rows} passages where the manifest records "
+                f"{self.manifest.n_passages}; rebuild the knowledge base with `rayrag index`")
+        self.index: faiss.Index | None = None
+        if load_index:
+            self.index = faiss_index.load_index(self.path / INDEX_FILE, self.manifest.index_params, mmap=mmap)
+            if self.index.ntotal != self.manifest.n_passages or self.index.d != self.manifest.dim:
+                raise RayragError(
+                    f"{self.path / INDEX_FILE}: {self.index.ntotal} vectors of size {self.index.d} where "
+                    f"the manifest records {self.manifest.n_passages} of size {self.manifest.dim}; "
+                    "rebuild the knowledge base with `rayrag index`")
+        log.info("opened knowledge base %s: %d passages, %s index, %.2f s", self.path,
+                 self.manifest.n_passages, self.manifest.index_type, time.perf_counter() - t0)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    def __len__(self) -> int:
+        return self.manifest.n_passages
+
+    def check_k(self, k: int, flag: str = "--n_docs") -> None:
+        if not 1 <= k <= len(self):
+            raise RayragError(
+                f"{flag} {k}: must be between 1 and the {len(self)} passages of {self.path}")
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored passage vectors for `ids` of any shape S, as float32 (*S, d)."""
+        flat = np.asarray(ids, dtype=np.int64).ravel()
+        column = self.table.column("embeddings").take(flat).combine_chunks()
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        return values.astype(np.float32, copy=False).reshape(*np.shape(ids), self.dim)
+
+    def passages(self, ids: np.ndarray) -> Passages:
+        """Vectors, titles and texts of the passages `ids` (B, k)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self.table.select(["title", "text"]).take(ids.ravel())
+        titles, texts = rows.column("title").to_pylist(), rows.column("text").to_pylist()
+        b, k = ids.shape
+        return Passages(ids=ids, vectors=self.vectors(ids),
+                        titles=[titles[i * k:(i + 1) * k] for i in range(b)],
+                        texts=[texts[i * k:(i + 1) * k] for i in range(b)])
+
+    def exact_search(self, queries: np.ndarray, k: int, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force search over the stored vectors; the fallback when an index returns too few hits."""
+        best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        best_i = np.zeros((len(queries), 0), dtype=np.int64)
+        for start in range(0, len(self), block):
+            ids = np.arange(start, min(start + block, len(self)))
+            scores = queries @ self.vectors(ids).T
+            best_s = np.concatenate([best_s, scores], axis=1)
+            best_i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
+            order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
+            best_s = np.take_along_axis(best_s, order, 1)
+            best_i = np.take_along_axis(best_i, order, 1)
+        return best_s, best_i

@@ -1,0 +1,153 @@
+"""`rayrag init-model`: assemble a RAG checkpoint (or a closed-book seq2seq baseline) from parts.
+
+Generators:
+- `minilm` (default): an encoder-decoder warm-started from the packaged MiniLM on both sides
+  (`EncoderDecoderModel.from_encoder_decoder_pretrained`); `bert2bert:PATH` does the same from
+  any BERT-style checkpoint.
+- `tiny-bart`, `tiny-t5`: random tiny generators sharing the question encoder's tokenizer.
+- anything else: a hub name or local directory of a seq2seq model (BART, T5, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayrag import encoders
+from rayrag.errors import RayragError
+from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest
+from rayrag.model.checkpoint import MODEL_TYPES, RAG_TYPES, ModelInfo, rag_class, save_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InitOptions:
+    """Options of `rayrag init-model`."""
+
+    out: Path
+    """Where to write the model directory."""
+    model_type: str = "rag_token"
+    """rag_token | rag_sequence, or a closed-book baseline: bart | t5 | seq2seq (generator alone)."""
+    kb: Path | None = None
+    """Knowledge base directory the RAG model retrieves from (required for RAG types)."""
+    question_encoder: str | None = None
+    """Question encoder: hub name, local path or `minilm`; default: the knowledge base's own encoder."""
+    generator: str = "minilm"
+    """Generator: `minilm`, `bert2bert:PATH`, `tiny-bart`, `tiny-t5`, or a hub name / path."""
+    generator_decoder_layers: int = 0
+    """For `minilm`/`bert2bert:` generators: decoder layers to keep (0 = all of the encoder's)."""
+    n_docs: int = 5
+    """Passages retrieved per question."""
+    max_combined_length: int = 300
+    """Token length of each passage + question input to the generator."""
+    seed: int = 0
+    """Seed for randomly initialised parts."""
+    overwrite: bool = False
+    """Replace `out` if it exists."""
+
+    def validate(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise RayragError(f"--model_type {self.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+        if self.model_type in RAG_TYPES and self.kb is None:
+            raise RayragError(f"--model_type {self.model_type} retrieves: pass --kb KB_DIR")
+        if self.n_docs < 1:
+            raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
+        if self.max_combined_length < 16:
+            raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
+
+
+def kb_encoder(kb: Path, manifest: Manifest) -> str:
+    """The encoder a knowledge base was built with; `./x` names a directory inside the knowledge base."""
+    enc = manifest.encoder
+    return str((Path(kb) / enc).resolve()) if enc.startswith("./") else enc
+
+
+def _fix_special_ids(config, tokenizer) -> None:
+    """RAG needs decoder start = bos and eos/pad set, in the config and the generation config."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    ids = {"pad_token_id": tokenizer.pad_token_id,
+           "eos_token_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id}
+    if start is not None:
+        ids.update(decoder_start_token_id=start, bos_token_id=start)
+    for k, v in ids.items():
+        setattr(config, k, v)
+    return ids
+
+
+def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed: int = 0):
+    """(generator model, generator tokenizer) for a generator spec."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+
+    from rayrag.model.tiny import tiny_generator
+
+    if spec in ("tiny-bart", "tiny-t5"):
+        return tiny_generator(spec, tokenizer_for_tiny, seed=seed), tokenizer_for_tiny
+    if spec == encoders.MINILM or spec.startswith("bert2bert:"):
+        path = encoders.resolve(encoders.MINILM if spec == encoders.MINILM else spec.split(":", 1)[1])
+        torch.manual_seed(seed)
+        kwargs = {"decoder_num_hidden_layers": decoder_layers} if decoder_layers else {}
+        try:
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
+            tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise RayragError(f"--generator {spec}: cannot load ({str(e).splitlines()[0]})") from e
+        ids = _fix_special_ids(model.config, tok)
+        for k, v in ids.items():
+            setattr(model.generation_config, k, v)
+        return model, tok
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(spec)
+        tok = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise RayragError(
+            f"--generator {spec}: cannot load a seq2seq model ({str(e).splitlines()[0]}); use a hub name, "
+            "a local directory, `minilm`, `bert2bert:PATH`, `tiny-bart` or `tiny-t5`") from e
+    return model, tok
+
+
+def init_model(opts: InitOptions) -> Path:
+    """Assemble and save the model described by `opts`; returns the model directory."""
+    from transformers import RagConfig
+
+    opts.validate()
+    out = Path(opts.out)
+    if out.exists() and not opts.overwrite:
+        raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
+    manifest = Manifest.read(Path(opts.kb)) if opts.kb is not None else None
+    q_name = opts.question_encoder or (kb_encoder(opts.kb, manifest) if manifest else encoders.MINILM)
+    q_model, q_tok = encoders.load_question_encoder(q_name)
+    generator, g_tok = build_generator(opts.generator, q_tok, opts.generator_decoder_layers, opts.seed)
+
+    if opts.model_type not in RAG_TYPES:
+        info = ModelInfo(model_type=opts.model_type)
+        save_model(out, generator, g_tok, g_tok, info, overwrite=opts.overwrite)
+        log.info("wrote closed-book %s model to %s", opts.model_type, out)
+        return out
+
+    dim = encoders.output_dim(q_model)
+    if dim != manifest.dim:
+        raise RayragError(
+            f"--question_encoder {q_name}: makes vectors of size {dim} but {opts.kb} holds vectors of size "
+            f"{manifest.dim}; use the encoder the knowledge base was built with ({manifest.encoder})")
+    opts.kb = Path(opts.kb).resolve()
+    if manifest.n_passages < opts.n_docs:
+        raise RayragError(f"--n_docs {opts.n_docs}: the knowledge base {opts.kb} has only "
+                          f"{manifest.n_passages} passages")
+    g_cfg = generator.config
+    config = RagConfig.from_question_encoder_generator_configs(
+        q_model.config, g_cfg, n_docs=opts.n_docs, max_combined_length=opts.max_combined_length,
+        retrieval_vector_size=dim, index_name="custom",
+        passages_path=str(opts.kb / PASSAGES_DIR), index_path=str(opts.kb / INDEX_FILE),
+        pad_token_id=g_cfg.pad_token_id, eos_token_id=g_cfg.eos_token_id,
+        bos_token_id=getattr(g_cfg, "bos_token_id", None),
+        decoder_start_token_id=g_cfg.decoder_start_token_id)
+    model = rag_class(opts.model_type)(config=config, question_encoder=q_model, generator=generator)
+    for k in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
+        setattr(model.generation_config, k, getattr(config, k))
+    save_model(out, model, q_tok, g_tok, ModelInfo(opts.model_type, kb=str(opts.kb)), overwrite=opts.overwrite)
+    log.info("wrote %s model to %s (question encoder %s, generator %s, knowledge base %s)",
+             opts.model_type, out, q_name, opts.generator, opts.kb)
+    return out

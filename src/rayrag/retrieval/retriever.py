@@ -1,0 +1,61 @@
+"""`RayragRetriever`: the Hugging Face `RagRetriever` served by a rayrag retrieval backend.
+
+`RagTokenForGeneration` / `RagSequenceForGeneration` call the retriever with question vectors;
+this subclass answers from whichever backend it was given (local, pytorch, ray) and records the
+time of every call, so the RAG classes work unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from transformers import RagConfig, RagRetriever
+from transformers.models.rag.retrieval_rag import Index
+
+from rayrag.retrieval.base import RetrievalBackend
+
+
+class BackendIndex(Index):
+    """transformers' `Index` interface over a backend, for code that talks to `retriever.index`."""
+
+    def __init__(self, backend: RetrievalBackend):
+        self.backend = backend
+
+    def get_doc_dicts(self, doc_ids: np.ndarray) -> list[dict]:
+        raise NotImplementedError("RayragRetriever returns passages with each retrieval call")
+
+    def get_top_docs(self, question_hidden_states: np.ndarray, n_docs: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        r = self.backend.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
+        return r.ids, r.vectors
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def init_index(self) -> None:
+        pass
+
+
+class RayragRetriever(RagRetriever):
+    """A `RagRetriever` whose index is a rayrag backend.
+
+    call_seconds holds the wall time of every retrieval call made through this retriever.
+    """
+
+    def __init__(self, config: RagConfig, question_encoder_tokenizer, generator_tokenizer,
+                 backend: RetrievalBackend):
+        self.backend = backend
+        self.call_seconds: list[float] = []
+        super().__init__(config, question_encoder_tokenizer, generator_tokenizer,
+                         index=BackendIndex(backend), init_retrieval=False)
+
+    def init_retrieval(self) -> None:
+        pass
+
+    def retrieve(self, question_hidden_states: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Passage vectors (B, k, d) float32, ids (B, k) int64 and a dict per query (title, text lists)."""
+        t0 = time.perf_counter()
+        r = self.backend.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
+        self.call_seconds.append(time.perf_counter() - t0)
+        docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(r.titles))]
+        return r.vectors, r.ids, docs

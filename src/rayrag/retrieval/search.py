@@ -1,0 +1,79 @@
+"""The search every backend runs where the index lives: FAISS candidates, then one canonical order.
+
+FAISS may order near-equal scores differently depending on batch size and code path (BLAS or
+not), so backends that batch differently could disagree on ids. To make every backend return the
+same ids for the same queries, FAISS is asked for a few extra candidates, the candidates are
+scored again in float64 against the stored passage vectors, and sorted by (score desc, id asc).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from rayrag.kb.store import KnowledgeBase
+from rayrag.retrieval.base import Retrieved
+
+TIE_MARGIN = 4
+"""Extra FAISS candidates fetched so that near-ties at the k-th place are resolved exactly."""
+
+
+@dataclass
+class SearchSettings:
+    """How a process searches its index."""
+
+    sub_batch: int = 0
+    """Split queries into FAISS calls of this many rows (the reference's `retrieval_batch_size` = 8); 0 = one call."""
+    blas_threshold: int | None = None
+    """Set `faiss.cvar.distance_compute_blas_threshold`; lower makes small batches use BLAS. None = FAISS default."""
+    threads: int | None = None
+    """FAISS OpenMP threads in this process; None leaves FAISS's default."""
+
+    def apply(self) -> None:
+        if self.blas_threshold is not None:
+            faiss.cvar.distance_compute_blas_threshold = int(self.blas_threshold)
+        if self.threads is not None:
+            faiss.omp_set_num_threads(int(self.threads))
+
+
+FAST = SearchSettings(sub_batch=0, blas_threshold=1)
+"""rayrag's own settings: one FAISS call per request, BLAS for any batch size."""
+REFERENCE = SearchSettings(sub_batch=8, blas_threshold=None)
+"""The reference retriever's search path: sub-batches of 8 query vectors, FAISS defaults."""
+
+
+def search(kb: KnowledgeBase, queries: np.ndarray, k: int,
+           settings: SearchSettings = FAST) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k passages for `queries` (B, d) float32: scores (B, k) float32, ids (B, k) int64.
+
+    Never returns -1: where an approximate index finds fewer than k hits, those rows are
+    searched exactly over the stored vectors.
+    """
+    if kb.index is None:
+        raise RuntimeError("knowledge base was opened without its index")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != kb.dim:
+        raise ValueError(f"queries must be (B, {kb.dim}) float32, got {queries.shape}")
+    kk = min(len(kb), k + TIE_MARGIN)
+    step = settings.sub_batch or len(queries) or 1
+    parts = [kb.index.search(queries[i:i + step], kk)[1] for i in range(0, len(queries), step)]
+    cand = np.concatenate(parts, axis=0) if parts else np.zeros((0, kk), dtype=np.int64)
+    short = (cand < 0).sum(axis=1) > kk - k
+    if short.any():
+        cand[short] = kb.exact_search(queries[short], kk)[1]
+    valid = cand >= 0
+    safe = np.where(valid, cand, 0)
+    scores = np.einsum("bd,bkd->bk", queries.astype(np.float64), kb.vectors(safe).astype(np.float64))
+    scores = np.where(valid, scores, -np.inf)
+    order = np.lexsort((safe, -scores), axis=1)[:, :k]
+    return (np.take_along_axis(scores, order, 1).astype(np.float32),
+            np.take_along_axis(safe, order, 1).astype(np.int64))
+
+
+def retrieve(kb: KnowledgeBase, queries: np.ndarray, k: int,
+             settings: SearchSettings = FAST) -> Retrieved:
+    """The full retrieval call of a training step: scores and passages (ids, vectors, texts)."""
+    scores, ids = search(kb, queries, k, settings)
+    return Retrieved.of(scores, kb.passages(ids))

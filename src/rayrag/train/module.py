@@ -1,0 +1,149 @@
+"""The LightningModule: a RAG model (or closed-book seq2seq) with its loss, validation EM/F1 and optimizer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from rayrag.data.qa import QAExample
+from rayrag.evaluate.metrics import exact_match, f1_score
+from rayrag.model.checkpoint import LoadedModel
+from rayrag.train.options import TrainOptions
+
+log = logging.getLogger(__name__)
+
+_SCHEDULERS = {"linear": "linear", "cosine": "cosine", "cosine_w_restarts": "cosine_with_restarts",
+               "polynomial": "polynomial", "constant": "constant_with_warmup"}
+
+
+class RagFineTuner(L.LightningModule):
+    """Fine-tunes `loaded.model`. RAG models get their retriever from `make_backend` in `setup`, so that
+    each training process connects to retrieval after the process group exists."""
+
+    def __init__(self, opts: TrainOptions, loaded: LoadedModel, val_examples: list[QAExample],
+                 make_backend=None):
+        super().__init__()
+        self.opts = opts
+        self.loaded = loaded
+        self.model = loaded.model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
+        self.is_rag = loaded.info.is_rag
+        self.val_examples = val_examples
+        self.make_backend = make_backend
+        self.backend = None
+        self.n_docs = opts.n_docs or (self.model.config.n_docs if self.is_rag else None)
+        self.save_hyperparameters({k: str(v) for k, v in asdict(opts).items()})
+        self._val_sums = torch.zeros(3, dtype=torch.float64)
+        if self.is_rag:
+            self.model.config.label_smoothing = opts.label_smoothing
+        self._apply_dropout()
+        if opts.freeze_embeddings:
+            self._freeze_embeddings()
+
+    # ----- set-up ---------------------------------------------------------------------------
+    def _apply_dropout(self) -> None:
+        gen = self.model.generator if self.is_rag else self.model
+        for module in gen.modules():
+            if isinstance(module, torch.nn.Dropout) and self.opts.dropout is not None:
+                module.p = self.opts.dropout
+        cfg = gen.config
+        if self.opts.attention_dropout is not None:
+            for name in ("attention_dropout", "attention_probs_dropout_prob"):
+                if hasattr(cfg, name):
+                    setattr(cfg, name, self.opts.attention_dropout)
+
+    def _freeze_embeddings(self) -> None:
+        parts = [self.model.question_encoder, self.model.generator] if self.is_rag else [self.model]
+        for part in parts:
+            for sub in (part, getattr(part, "decoder", None)):
+                if sub is not None and sub.get_input_embeddings() is not None:
+                    sub.get_input_embeddings().weight.requires_grad_(False)
+
+    def setup(self, stage: str) -> None:
+        if self.is_rag and self.backend is None and self.make_backend is not None:
+            from rayrag.model.checkpoint import attach_retriever
+
+            self.backend = self.make_backend(self)
+            attach_retriever(self.model, self.loaded.question_tokenizer, self.loaded.generator_tokenizer,
+                             self.backend, where=str(self.opts.model_name_or_path))
+            self.backend_check_k()
+
+    def backend_check_k(self) -> None:
+        from rayrag.errors import RayragError
+
+        if self.n_docs > self.backend.n_passages:
+            raise RayragError(f"--n_docs {self.n_docs}: the knowledge base has only "
+                              f"{self.backend.n_passages} passages")
+
+    def teardown(self, stage: str) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    # ----- training ---------------------------------------------------------------------------
+    def forward_loss(self, batch: dict) -> torch.Tensor:
+        """Mean per-question negative log-likelihood of the answer (marginalised over passages for RAG)."""
+        if self.is_rag:
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             labels=batch["labels"], reduce_loss=False, n_docs=self.n_docs, use_cache=False)
+            return out.loss.mean()
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"], use_cache=False)
+        if self.opts.label_smoothing > 0:
+            logits = out.logits
+            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
+                                   ignore_index=-100, label_smoothing=self.opts.label_smoothing)
+        return out.loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.forward_loss(batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=batch["input_ids"].size(0))
+        return loss
+
+    # ----- validation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_length: int) -> list[str]:
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, num_beams=self.opts.eval_beams,
+                      max_length=max_length)
+        if self.is_rag:
+            kwargs["n_docs"] = self.n_docs
+        out = self.model.generate(**kwargs)
+        return self.loaded.generator_tokenizer.batch_decode(out, skip_special_tokens=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(3, dtype=torch.float64)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        preds = self.generate(batch["input_ids"], batch["attention_mask"], self.opts.val_max_target_length)
+        for p, i in zip(preds, batch["index"].tolist()):
+            gold = self.val_examples[i].answers
+            self._val_sums += torch.tensor([exact_match(p, gold), f1_score(p, gold), 1.0], dtype=torch.float64)
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums.to(self.device), reduce_op="sum")
+        n = max(1.0, float(sums[2]))
+        self.log("val_em", float(sums[0]) / n, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val_f1", float(sums[1]) / n, prog_bar=False, sync_dist=False, rank_zero_only=False)
+
+    # ----- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        from transformers import get_scheduler
+
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.opts.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=self.opts.learning_rate, eps=self.opts.adam_epsilon)
+        total = int(self.trainer.estimated_stepping_batches)
+        name = _SCHEDULERS[self.opts.lr_scheduler]
+        kwargs = {"num_cycles": 2} if name == "cosine_with_restarts" else {}
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=self.opts.warmup_steps,
+                                  num_training_steps=max(total, 1), scheduler_specific_kwargs=kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

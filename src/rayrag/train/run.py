@@ -1,0 +1,177 @@
+"""`rayrag train`: build the Lightning Trainer, fit, export the best model, predict the test split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from rayrag.data.qa import has_split, load_split
+from rayrag.errors import RayragError
+from rayrag.evaluate.predict import predict, score, write_predictions
+from rayrag.model.checkpoint import load_model, read_info, save_model
+from rayrag.train.batches import Collator, QADataset
+from rayrag.train.module import RagFineTuner
+from rayrag.train.options import TrainOptions
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it into place: a crash mid-write leaves
+    the previous checkpoint whole and no partial file under the checkpoint's name."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _resolve_kb(opts: TrainOptions) -> Path | None:
+    return Path(opts.kb) if opts.kb is not None else None
+
+
+def backend_factory(opts: TrainOptions, kb_dir: Path):
+    """A function that makes the retrieval backend inside each training process (after DDP starts)."""
+
+    def make(module: RagFineTuner):
+        from rayrag.retrieval.factory import make_backend
+
+        return make_backend(opts.distributed_retriever, kb_dir, num_workers=opts.num_retrieval_workers,
+                            ray_address=opts.ray_address, run_dir=Path(opts.output_dir))
+
+    return make
+
+
+def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
+    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_em", mode="max",
+                                 save_last=True, save_top_k=1, enable_version_counter=False)]
+    if opts.early_stopping_patience >= 0:
+        callbacks.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
+    accelerator = "gpu" if opts.accelerator == "cuda" else opts.accelerator
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    if opts.devices > 1 or opts.num_nodes > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo", find_unused_parameters=True)
+    else:
+        strategy = "auto"
+    precision = ("16-mixed" if on_gpu else "bf16-mixed") if opts.fp16 else "32-true"
+    vci = opts.val_check_interval
+    return L.Trainer(
+        accelerator=accelerator, devices=opts.devices, num_nodes=opts.num_nodes, strategy=strategy,
+        precision=precision, max_epochs=opts.num_train_epochs, max_steps=opts.max_steps,
+        max_time={"minutes": opts.max_time_minutes} if opts.max_time_minutes > 0 else None,
+        accumulate_grad_batches=opts.gradient_accumulation_steps,
+        gradient_clip_val=opts.max_grad_norm or None, callbacks=callbacks,
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        val_check_interval=int(vci) if vci > 1 else vci, num_sanity_val_steps=0,
+        log_every_n_steps=opts.log_every_n_steps, enable_progress_bar=opts.progress,
+        plugins=[AtomicCheckpointIO()], deterministic=False, default_root_dir=out)
+
+
+def train(opts: TrainOptions) -> dict:
+    """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}."""
+    opts.validate()
+    out = Path(opts.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = read_info(Path(opts.model_name_or_path))
+    if opts.model_type and opts.model_type != info.model_type and not (
+            opts.model_type in ("bart", "t5", "seq2seq") and not info.is_rag):
+        raise RayragError(f"--model_type {opts.model_type} contradicts {opts.model_name_or_path}, which holds a "
+                          f"{info.model_type} model; drop --model_type or pick the matching model")
+    kb_dir = _resolve_kb(opts) or (Path(info.kb) if info.kb else None)
+    if info.is_rag and kb_dir is None:
+        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; pass --kb KB_DIR")
+    L.seed_everything(opts.seed, workers=True, verbose=False)
+    metrics: dict = {}
+    best_dir = out / "best_model"
+    if opts.do_train:
+        train_ex = load_split(opts.data_dir, "train", opts.n_train)
+        val_ex = load_split(opts.data_dir, "val", opts.n_val) if has_split(opts.data_dir, "val") else train_ex[:64]
+        loaded = load_model(opts.model_name_or_path, retrieval=False)
+        module = RagFineTuner(opts, loaded, val_ex, make_backend=backend_factory(opts, kb_dir) if info.is_rag else None)
+        collate = _collator(opts, loaded)
+        train_dl = torch.utils.data.DataLoader(QADataset(train_ex), batch_size=opts.train_batch_size, shuffle=True,
+                                               collate_fn=collate, num_workers=opts.num_workers)
+        val_dl = torch.utils.data.DataLoader(QADataset(val_ex), batch_size=opts.eval_batch_size, shuffle=False,
+                                             collate_fn=collate, num_workers=opts.num_workers)
+        trainer = _trainer(opts, out)
+        t0 = time.perf_counter()
+        ckpt = out / "checkpoints" / "last.ckpt" if opts.resume else None
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(ckpt) if ckpt else None)
+        metrics["train_seconds"] = time.perf_counter() - t0
+        metrics["train_steps"] = int(trainer.global_step)
+        if opts.profile:
+            _write_profile(trainer, module, out)
+        if not trainer.is_global_zero:
+            return {}
+        best = trainer.checkpoint_callback.best_model_path
+        if best and Path(best).is_file():
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+            metrics["best_val_em"] = float(trainer.checkpoint_callback.best_model_score or 0.0)
+        save_model(best_dir, module.model, loaded.question_tokenizer, loaded.generator_tokenizer, info)
+        log.info("best model written to %s", best_dir)
+    if opts.do_predict:
+        model_dir = best_dir if best_dir.is_dir() else Path(opts.model_name_or_path)
+        loaded = load_model(model_dir, kb=kb_dir)
+        test_ex = load_split(opts.data_dir, "test", opts.n_test)
+        preds = predict(loaded, [e.question for e in test_ex], batch_size=opts.eval_batch_size,
+                        num_beams=opts.eval_beams, max_length=opts.test_max_target_length, n_docs=opts.n_docs,
+                        max_source_length=opts.max_source_length, progress=opts.progress)
+        write_predictions(out, preds, test_ex)
+        metrics.update({f"test_{k}": v for k, v in score(preds, test_ex).items()})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _collator(opts: TrainOptions, loaded) -> Collator:
+    cfg = loaded.model.config
+    start = cfg.decoder_start_token_id if loaded.info.is_rag else getattr(cfg, "decoder_start_token_id", None)
+    if start is None and not loaded.info.is_rag and hasattr(cfg, "decoder"):
+        start = cfg.decoder_start_token_id
+    return Collator(loaded.question_tokenizer, loaded.generator_tokenizer, is_rag=loaded.info.is_rag,
+                    decoder_start_token_id=start if start is not None else -1,
+                    max_source_length=opts.max_source_length, max_target_length=opts.max_target_length)
+
+
+def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
+    """Gather every rank's retrieval call times and write retrieval_profile.json on rank 0."""
+    import numpy as np
+
+    retriever = module.model.retriever if module.is_rag else None
+    times = list(getattr(retriever, "call_seconds", []))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, times)
+    else:
+        gathered = [times]
+    if not trainer.is_global_zero:
+        return
+    per_rank = {}
+    for rank, ts in enumerate(gathered):
+        a = np.asarray(ts, dtype=np.float64)
+        per_rank[str(rank)] = ({"count": int(a.size), "mean_s": float(a.mean()), "p50_s": float(np.percentile(a, 50)),
+                                "p90_s": float(np.percentile(a, 90)), "max_s": float(a.max())}
+                               if a.size else {"count": 0})
+    profile = {"backend": module.opts.distributed_retriever, "ranks": per_rank}
+    (out / "retrieval_profile.json").write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
+    for rank, s in per_rank.items():
+        if s["count"]:
+            log.info("retrieval profile rank %s: %d calls, mean %.4f s, p50 %.4f s, p90 %.4f s, max %.4f s",
+                     rank, s["count"], s["mean_s"], s["p50_s"], s["p90_s"], s["max_s"])
