@@ -44,7 +44,8 @@ def predict(loaded: LoadedModel, questions: Sequence[str], *, batch_size: int = 
         batch = list(questions[start:start + batch_size])
         enc = qtok(batch, truncation=True, max_length=max_source_length, padding=True, return_tensors="pt").to(device)
         if not is_rag:
-            ids = model.generate(**enc, num_beams=num_beams, max_length=max_length)
+            ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 num_beams=num_beams, max_length=max_length)
             out.extend(Prediction(q, a) for q, a in zip(batch, gtok.batch_decode(ids, skip_special_tokens=True)))
             bar.update(len(batch))
             continue

@@ -145,8 +145,9 @@ def init_model(opts: InitOptions) -> Path:
         bos_token_id=getattr(g_cfg, "bos_token_id", None),
         decoder_start_token_id=g_cfg.decoder_start_token_id)
     model = rag_class(opts.model_type)(config=config, question_encoder=q_model, generator=generator)
-    for k in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
-        setattr(model.generation_config, k, getattr(config, k))
+    if getattr(model, "generation_config", None) is not None:  # RagSequence has none
+        for k in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
+            setattr(model.generation_config, k, getattr(config, k))
     save_model(out, model, q_tok, g_tok, ModelInfo(opts.model_type, kb=str(opts.kb)), overwrite=opts.overwrite)
     log.info("wrote %s model to %s (question encoder %s, generator %s, knowledge base %s)",
              opts.model_type, out, q_name, opts.generator, opts.kb)

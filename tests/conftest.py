@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny synthetic corpus, a knowledge base with a tiny random encoder, tiny models.
+
+Everything is built once per test session in a temporary directory, through the real CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def rayrag(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `rayrag` command line in a subprocess; returns the completed process."""
+    proc = subprocess.run([sys.executable, "-m", "rayrag", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rayrag {' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """documents.jsonl and data/ (train/val/test .source/.target/.titles) of a 40-entity corpus."""
+    from rayrag.data.synthetic import make_corpus, write_corpus
+
+    d = tmp_path_factory.mktemp("corpus")
+    write_corpus(make_corpus(40, seed=1), d / "documents.jsonl", d / "data")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_kb(corpus_dir, tmp_path_factory) -> Path:
+    """A flat knowledge base of the corpus, embedded by a tiny random encoder stored inside it."""
+    out = tmp_path_factory.mktemp("kb") / "kb"
+    rayrag("index", "--docs", corpus_dir / "documents.jsonl", "--out", out, "--encoder", "tiny", "--quiet")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_rag(tiny_kb, tmp_path_factory) -> Path:
+    """A RAG-token model: the knowledge base's tiny encoder + a tiny BART generator, 2 docs."""
+    out = tmp_path_factory.mktemp("models") / "rag_token"
+    rayrag("init-model", "--kb", tiny_kb, "--out", out, "--generator", "tiny-bart", "--n_docs", "2", "--quiet")
+    return out
