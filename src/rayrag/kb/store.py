@@ -51,6 +51,12 @@ class KnowledgeBase:
                 f"{self.path / PASSAGES_DIR}: passages cannot be read ({type(e).__name__}); rebuild the "
                 "knowledge base with `rayrag index`") from e
         self.table = dataset.data.table  # pyarrow Table over memory-mapped Arrow files
+        # Row lookups go chunk by chunk over zero-copy views: `ChunkedArray.take` would copy whole
+        # columns on every call (hundreds of MB for a large knowledge base, private to each process).
+        lengths = [len(c) for c in self.table.column("text").chunks]
+        self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._emb = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.manifest.dim)
+                     for c in self.table.column("embeddings").chunks]
         if self.table.num_rows != self.manifest.n_passages:
             raise RayragError(
                 f"{self.path / PASSAGES_DIR}: {self.table.num_rows} passages where the manifest records "
@@ -78,18 +84,35 @@ class KnowledgeBase:
             raise RayragError(
                 f"{flag} {k}: must be between 1 and the {len(self)} passages of {self.path}")
 
+    def _locate(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk number, row within chunk) of each passage id."""
+        chunk = np.searchsorted(self._starts, flat, side="right") - 1
+        return chunk, flat - self._starts[chunk]
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored passage vectors for `ids` of any shape S, as float32 (*S, d)."""
         flat = np.asarray(ids, dtype=np.int64).ravel()
-        column = self.table.column("embeddings").take(flat).combine_chunks()
-        values = column.flatten().to_numpy(zero_copy_only=False)
-        return values.astype(np.float32, copy=False).reshape(*np.shape(ids), self.dim)
+        out = np.empty((flat.size, self.dim), dtype=np.float32)
+        chunk, row = self._locate(flat)
+        for c in np.unique(chunk):
+            sel = chunk == c
+            out[sel] = self._emb[c][row[sel]]
+        return out.reshape(*np.shape(ids), self.dim)
+
+    def _strings(self, name: str, flat: np.ndarray) -> list[str]:
+        column = self.table.column(name)
+        out: list[str] = [""] * flat.size
+        chunk, row = self._locate(flat)
+        for c in np.unique(chunk):
+            where = np.flatnonzero(chunk == c)
+            for i, value in zip(where, column.chunk(int(c)).take(row[where]).to_pylist()):
+                out[i] = value
+        return out
 
     def passages(self, ids: np.ndarray) -> Passages:
         """Vectors, titles and texts of the passages `ids` (B, k)."""
         ids = np.asarray(ids, dtype=np.int64)
-        rows = self.table.select(["title", "text"]).take(ids.ravel())
-        titles, texts = rows.column("title").to_pylist(), rows.column("text").to_pylist()
+        titles, texts = self._strings("title", ids.ravel()), self._strings("text", ids.ravel())
         b, k = ids.shape
         return Passages(ids=ids, vectors=self.vectors(ids),
                         titles=[titles[i * k:(i + 1) * k] for i in range(b)],

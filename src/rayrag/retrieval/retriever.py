@@ -52,6 +52,18 @@ class RayragRetriever(RagRetriever):
     def init_retrieval(self) -> None:
         pass
 
+    def postprocess_docs(self, docs, input_strings, prefix, n_docs, return_tensors=None):
+        """As `RagRetriever.postprocess_docs` ("title / text // question" per passage), but padded to the
+        longest input of the batch instead of always to `max_combined_length`: the same model inputs
+        under the attention mask, with less padding for the generator's encoder to run over."""
+        prefix = prefix or ""
+        strings = [(prefix + docs[i]["title"][j].removeprefix('"').removesuffix('"') + self.config.title_sep
+                    + docs[i]["text"][j] + self.config.doc_sep + input_strings[i]).replace("  ", " ")
+                   for i in range(len(docs)) for j in range(n_docs)]
+        enc = self.generator_tokenizer(strings, max_length=self.config.max_combined_length,
+                                       return_tensors=return_tensors, padding="longest", truncation=True)
+        return enc["input_ids"], enc["attention_mask"]
+
     def retrieve(self, question_hidden_states: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """Passage vectors (B, k, d) float32, ids (B, k) int64 and a dict per query (title, text lists)."""
         t0 = time.perf_counter()

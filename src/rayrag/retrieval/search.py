@@ -40,7 +40,10 @@ class SearchSettings:
 
 FAST = SearchSettings(sub_batch=0, blas_threshold=1)
 """rayrag's own settings: one FAISS call per request, BLAS for any batch size."""
-REFERENCE = SearchSettings(sub_batch=8, blas_threshold=None)
+FAISS_DEFAULT_BLAS_THRESHOLD = int(faiss.cvar.distance_compute_blas_threshold)
+"""FAISS's own threshold, read at import before anything changes it (process-wide setting)."""
+
+REFERENCE = SearchSettings(sub_batch=8, blas_threshold=FAISS_DEFAULT_BLAS_THRESHOLD)
 """The reference retriever's search path: sub-batches of 8 query vectors, FAISS defaults."""
 
 
