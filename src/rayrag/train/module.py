@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 from dataclasses import asdict
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rayrag.data.qa import QAExample
 from rayrag.evaluate.metrics import exact_match, f1_score
 from rayrag.model.checkpoint import LoadedModel
+from rayrag.train.batches import QADataset
+from rayrag.train.loader import EpochBatchSampler, ResumableLoader
 from rayrag.train.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -25,8 +30,10 @@ class RagFineTuner(L.LightningModule):
     each training process connects to retrieval after the process group exists."""
 
     def __init__(self, opts: TrainOptions, loaded: LoadedModel, val_examples: list[QAExample],
-                 make_backend=None):
+                 make_backend=None, train_examples: list[QAExample] | None = None, collate=None):
         super().__init__()
+        self.train_examples = train_examples or []
+        self.collate = collate
         self.opts = opts
         self.loaded = loaded
         self.model = loaded.model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
@@ -82,6 +89,53 @@ class RagFineTuner(L.LightningModule):
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+
+    # ----- data ---------------------------------------------------------------------------
+    def train_dataloader(self):
+        """This rank's share of the training split, in an order that a resumed run repeats exactly."""
+        sampler = EpochBatchSampler(len(self.train_examples), self.opts.train_batch_size, seed=self.opts.seed,
+                                    rank=self.global_rank, world=self.trainer.world_size)
+        return ResumableLoader(QADataset(self.train_examples), sampler, collate_fn=self.collate,
+                               num_workers=self.opts.num_workers)
+
+    def val_dataloader(self):
+        sampler = EpochBatchSampler(len(self.val_examples), self.opts.eval_batch_size, seed=0, shuffle=False,
+                                    rank=self.global_rank, world=self.trainer.world_size)
+        return torch.utils.data.DataLoader(QADataset(self.val_examples), batch_sampler=sampler,
+                                           collate_fn=self.collate, num_workers=self.opts.num_workers)
+
+    # ----- exact resume ---------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        loop = self.trainer.fit_loop.epoch_loop
+        done = loop.batch_progress.current.completed if loop.restarting else 0
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(sampler, EpochBatchSampler) and done:
+            sampler.skip = done
+            log.info("resuming epoch %d after its first %d batches", self.current_epoch, done)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Fault injection for the reliability tests: die like a crashed process, after the checkpoint
+        # callbacks of this step have run. Unset in normal use.
+        crash_at = os.environ.get("RAYRAG_CRASH_AFTER_STEP")
+        if crash_at and self.global_step == int(crash_at):
+            log.error("RAYRAG_CRASH_AFTER_STEP=%s: exiting now", crash_at)
+            os._exit(17)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Dropout draws from these generators: restoring them makes a resumed run identical.
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rayrag_rng"] = {"torch": torch.get_rng_state(),
+                                    "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+                                    "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rayrag_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
 
     # ----- training ---------------------------------------------------------------------------
     def forward_loss(self, batch: dict) -> torch.Tensor:

@@ -89,7 +89,9 @@ class TrainOptions:
     gradient_accumulation_steps: int = 1
     """Accumulate gradients over this many batches per optimizer step."""
     val_check_interval: float = 1.0
-    """Validate every fraction of an epoch (<= 1.0) or every N training batches (> 1)."""
+    """Validate every fraction of an epoch (<= 1.0) or every N training steps (> 1, counted across epochs)."""
+    save_every_n_steps: int = 0
+    """Also write checkpoints/last.ckpt every N optimizer steps, for --resume after a crash (0: at validation)."""
     early_stopping_patience: int = -1
     """Stop when validation EM has not improved for this many validations (-1: never)."""
     freeze_embeddings: bool = False
@@ -172,6 +174,18 @@ class TrainOptions:
             raise RayragError(
                 f"--resume: no {Path(self.output_dir) / 'checkpoints' / 'last.ckpt'} to resume from; "
                 "drop --resume to start a new run")
-        if self.distributed_retriever == "local" and self.num_retrieval_workers != 1:
+        if self.distributed_retriever != "ray" and self.num_retrieval_workers != 1:
             raise RayragError(
-                "--num_retrieval_workers applies to --distributed_retriever ray; drop it or choose ray")
+                f"--num_retrieval_workers applies to --distributed_retriever ray, not "
+                f"{self.distributed_retriever}; drop it or choose ray")
+        if self.ray_address is not None and not _valid_ray_address(self.ray_address):
+            raise RayragError(
+                f"--ray_address {self.ray_address!r}: use auto (a cluster started with `ray start --head`), "
+                "local (start a Ray instance for this run), HOST:PORT or ray://HOST:PORT")
+
+
+def _valid_ray_address(address: str) -> bool:
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return True
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ from rayrag.data.qa import has_split, load_split
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
 from rayrag.model.checkpoint import load_model, read_info, save_model
-from rayrag.train.batches import Collator, QADataset
+from rayrag.train.batches import Collator
 from rayrag.train.module import RagFineTuner
 from rayrag.train.options import TrainOptions
 
@@ -46,20 +48,22 @@ def _resolve_kb(opts: TrainOptions) -> Path | None:
 
 
 def backend_factory(opts: TrainOptions, kb_dir: Path):
-    """A function that makes the retrieval backend inside each training process (after DDP starts)."""
+    """Makes the retrieval backend inside each training process (after DDP starts), called as
+    `make(module)`; used as a context manager around `trainer.fit` it also owns what outlives a
+    process: the ray backend's actor pool, created once in rank 0 before DDP starts the other ranks."""
+    from rayrag.retrieval.service import RetrievalService
 
-    def make(module: RagFineTuner):
-        from rayrag.retrieval.factory import make_backend
-
-        return make_backend(opts.distributed_retriever, kb_dir, num_workers=opts.num_retrieval_workers,
+    return RetrievalService(opts.distributed_retriever, kb_dir, num_workers=opts.num_retrieval_workers,
                             ray_address=opts.ray_address, run_dir=Path(opts.output_dir))
-
-    return make
 
 
 def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
-    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_em", mode="max",
-                                 save_last=True, save_top_k=1, enable_version_counter=False)]
+    ckpt_dir = out / "checkpoints"
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_em", mode="max",
+                                 save_last=opts.save_every_n_steps == 0, save_top_k=1, enable_version_counter=False)]
+    if opts.save_every_n_steps > 0:  # last.ckpt every N steps, for --resume after a crash
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                                         every_n_train_steps=opts.save_every_n_steps, enable_version_counter=False))
     if opts.early_stopping_patience >= 0:
         callbacks.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
     accelerator = "gpu" if opts.accelerator == "cuda" else opts.accelerator
@@ -80,8 +84,11 @@ def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
         gradient_clip_val=opts.max_grad_norm or None, callbacks=callbacks,
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
         val_check_interval=int(vci) if vci > 1 else vci, num_sanity_val_steps=0,
+        check_val_every_n_epoch=None if vci > 1 else 1,  # N > 1: every N steps, across epochs
         log_every_n_steps=opts.log_every_n_steps, enable_progress_bar=opts.progress,
-        plugins=[AtomicCheckpointIO()], deterministic=False, default_root_dir=out)
+        enable_model_summary=opts.progress,
+        plugins=[AtomicCheckpointIO()], deterministic=False, default_root_dir=out,
+        use_distributed_sampler=False)
 
 
 def train(opts: TrainOptions) -> dict:
@@ -104,16 +111,19 @@ def train(opts: TrainOptions) -> dict:
         train_ex = load_split(opts.data_dir, "train", opts.n_train)
         val_ex = load_split(opts.data_dir, "val", opts.n_val) if has_split(opts.data_dir, "val") else train_ex[:64]
         loaded = load_model(opts.model_name_or_path, retrieval=False)
-        module = RagFineTuner(opts, loaded, val_ex, make_backend=backend_factory(opts, kb_dir) if info.is_rag else None)
-        collate = _collator(opts, loaded)
-        train_dl = torch.utils.data.DataLoader(QADataset(train_ex), batch_size=opts.train_batch_size, shuffle=True,
-                                               collate_fn=collate, num_workers=opts.num_workers)
-        val_dl = torch.utils.data.DataLoader(QADataset(val_ex), batch_size=opts.eval_batch_size, shuffle=False,
-                                             collate_fn=collate, num_workers=opts.num_workers)
+        module = RagFineTuner(opts, loaded, val_ex, make_backend=backend_factory(opts, kb_dir) if info.is_rag else None,
+                              train_examples=train_ex, collate=_collator(opts, loaded))
+        earlier_log = _read_log(out) if opts.resume else []  # Lightning's CSVLogger starts a new file
         trainer = _trainer(opts, out)
         t0 = time.perf_counter()
         ckpt = out / "checkpoints" / "last.ckpt" if opts.resume else None
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(ckpt) if ckpt else None)
+        # ray: the actor pool is made here, in rank 0, before trainer.fit starts the other ranks
+        with module.make_backend or contextlib.nullcontext():
+            trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+            if opts.save_every_n_steps > 0:  # the final state too, not only every N steps
+                trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+        if earlier_log and trainer.is_global_zero:
+            _prepend_log(out, earlier_log)
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["train_steps"] = int(trainer.global_step)
         if opts.profile:
@@ -138,6 +148,27 @@ def train(opts: TrainOptions) -> dict:
         metrics.update({f"test_{k}": v for k, v in score(preds, test_ex).items()})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def _read_log(out: Path) -> list[dict]:
+    path = out / "logs" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _prepend_log(out: Path, earlier: list[dict]) -> None:
+    """Put the rows logged before a resume back in front of the resumed run's rows."""
+    later = _read_log(out)
+    fields = list(dict.fromkeys([k for row in earlier + later for k in row]))
+    path = out / "logs" / "metrics.csv"
+    tmp = path.with_name(".metrics.csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(earlier + later)
+    os.replace(tmp, path)
 
 
 def _collator(opts: TrainOptions, loaded) -> Collator:
