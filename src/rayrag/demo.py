@@ -33,16 +33,20 @@ class DemoOptions:
     """Invented entities (5 facts each; 80% train, 10% val, 10% test by entity)."""
     seed: int = 0
     """Seed for the corpus, the model and training."""
-    n_docs: int = 3
+    n_docs: int = 2
     """Passages retrieved per question."""
-    train_minutes: float = 4.0
+    train_minutes: float = 4.5
     """Training time budget of the RAG model (the closed-book model gets the same number of steps)."""
-    train_batch_size: int = 8
+    train_batch_size: int = 16
     """Questions per training step."""
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     """Peak learning rate."""
-    decoder_layers: int = 6
+    encoder_layers: int = 3
+    """Encoder layers of the MiniLM-warm-started generator (the lowest of MiniLM's 6)."""
+    decoder_layers: int = 3
     """Decoder layers of the MiniLM-warm-started generator."""
+    val_every: int = 50
+    """Validate (and keep the best model) every N training steps."""
     n_test: int = -1
     """Test questions scored (-1: all)."""
     overwrite: bool = True
@@ -75,24 +79,25 @@ def run_demo(opts: DemoOptions, progress: bool = True) -> dict:
 
     build([out / "documents.jsonl"], kb_dir, overwrite=opts.overwrite, progress=progress)
     init_model(InitOptions(out=out / "model-init", model_type="rag_token", kb=kb_dir, n_docs=opts.n_docs,
-                           max_combined_length=64, generator_decoder_layers=opts.decoder_layers,
-                           seed=opts.seed, overwrite=True))
+                           max_combined_length=64, generator_encoder_layers=opts.encoder_layers,
+                           generator_decoder_layers=opts.decoder_layers, seed=opts.seed, overwrite=True))
     init_model(InitOptions(out=out / "closed-book-init", model_type="seq2seq", kb=kb_dir,
+                           generator_encoder_layers=opts.encoder_layers,
                            generator_decoder_layers=opts.decoder_layers, seed=opts.seed, overwrite=True))
     before = _evaluate(out / "model-init", data_dir, out / "eval", opts.n_test, "before", progress)
 
     common = dict(data_dir=data_dir, do_train=True, train_batch_size=opts.train_batch_size,
-                  eval_batch_size=32, learning_rate=opts.learning_rate, lr_scheduler="constant",
+                  eval_batch_size=64, learning_rate=opts.learning_rate, lr_scheduler="constant",
                   warmup_steps=20, max_grad_norm=1.0, seed=opts.seed, num_train_epochs=100,
-                  max_target_length=16, val_max_target_length=16, n_val=100, freeze_embeddings=True,
-                  progress=progress)
+                  max_target_length=16, val_max_target_length=16, n_val=64, freeze_embeddings=True,
+                  val_check_interval=float(opts.val_every), progress=progress)
     t0 = time.perf_counter()
     rag_metrics = train(TrainOptions(output_dir=out / "rag", model_name_or_path=out / "model-init",
-                                     max_time_minutes=opts.train_minutes, val_check_interval=0.5, **common))
+                                     max_time_minutes=opts.train_minutes, **common))
     train_seconds = time.perf_counter() - t0
     steps = rag_metrics["train_steps"]
     cb_metrics = train(TrainOptions(output_dir=out / "closed-book", model_name_or_path=out / "closed-book-init",
-                                    max_steps=steps, val_check_interval=0.5, **common))
+                                    max_steps=steps, **common))
     after = _evaluate(out / "rag" / "best_model", data_dir, out / "eval", opts.n_test, "rag", progress)
     closed = _evaluate(out / "closed-book" / "best_model", data_dir, out / "eval", opts.n_test, "closed_book",
                        progress)
@@ -110,7 +115,56 @@ def run_demo(opts: DemoOptions, progress: bool = True) -> dict:
         "options": {key: str(v) for key, v in asdict(opts).items()},
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    plot_report(report, out / "rag" / "logs" / "metrics.csv", out / "demo_report.png")
     return report
+
+
+def plot_report(report: dict, metrics_csv: Path, path: Path) -> None:
+    """Two panels: the RAG training loss (and validation EM) over steps, and test EM/F1 per model."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses, val_steps, val_em = [], [], [], []
+    if metrics_csv.is_file():
+        with open(metrics_csv, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("train_loss_step"):
+                    steps.append(int(row["step"]))
+                    losses.append(float(row["train_loss_step"]))
+                if row.get("val_em"):
+                    val_steps.append(int(row["step"]))
+                    val_em.append(float(row["val_em"]))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(steps, losses, color="tab:blue", label="training loss")
+    a.set_xlabel("step")
+    a.set_ylabel("loss (NLL per question)")
+    a.set_title("RAG fine-tuning")
+    if val_em:
+        a2 = a.twinx()
+        a2.plot(val_steps, val_em, "o-", color="tab:green", label="validation EM")
+        a2.set_ylabel("validation EM")
+        a2.set_ylim(0, 1)
+        a2.legend(loc="center right")
+    a.legend(loc="upper right")
+    names = ["RAG before\nfine-tuning", "closed-book\ngenerator", "RAG\nfine-tuned"]
+    em = [report["em_before"], report["em_closed_book"], report["em_rag"]]
+    f1 = [report["f1_before"], report["f1_closed_book"], report["f1_rag"]]
+    x = range(len(names))
+    b.bar([i - 0.2 for i in x], em, width=0.4, label="EM")
+    b.bar([i + 0.2 for i in x], f1, width=0.4, label="F1")
+    for i, v in enumerate(em):
+        b.text(i - 0.2, v + 0.01, f"{v:.2f}", ha="center", fontsize=9)
+    b.set_xticks(list(x), names)
+    b.set_ylim(0, 1.05)
+    b.set_title(f"test: {report['n_test']} questions about unseen entities")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def format_report(report: dict) -> str:

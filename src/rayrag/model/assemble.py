@@ -36,8 +36,10 @@ class InitOptions:
     """Question encoder: hub name, local path or `minilm`; default: the knowledge base's own encoder."""
     generator: str = "minilm"
     """Generator: `minilm`, `bert2bert:PATH`, `tiny-bart`, `tiny-t5`, or a hub name / path."""
+    generator_encoder_layers: int = 0
+    """For `minilm`/`bert2bert:` generators: encoder layers to keep, the lowest (0 = all)."""
     generator_decoder_layers: int = 0
-    """For `minilm`/`bert2bert:` generators: decoder layers to keep (0 = all of the encoder's)."""
+    """For `minilm`/`bert2bert:` generators: decoder layers to keep, the lowest (0 = all)."""
     n_docs: int = 5
     """Passages retrieved per question."""
     max_combined_length: int = 300
@@ -54,6 +56,8 @@ class InitOptions:
             raise RayragError(f"--model_type {self.model_type} retrieves: pass --kb KB_DIR")
         if self.n_docs < 1:
             raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
+        if self.generator_encoder_layers < 0 or self.generator_decoder_layers < 0:
+            raise RayragError("--generator_encoder_layers/--generator_decoder_layers: must be 0 (all) or more")
         if self.max_combined_length < 16:
             raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
 
@@ -76,7 +80,8 @@ def _fix_special_ids(config, tokenizer) -> None:
     return ids
 
 
-def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed: int = 0):
+def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed: int = 0,
+                    encoder_layers: int = 0):
     """(generator model, generator tokenizer) for a generator spec."""
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
@@ -88,7 +93,11 @@ def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed
     if spec == encoders.MINILM or spec.startswith("bert2bert:"):
         path = encoders.resolve(encoders.MINILM if spec == encoders.MINILM else spec.split(":", 1)[1])
         torch.manual_seed(seed)
-        kwargs = {"decoder_num_hidden_layers": decoder_layers} if decoder_layers else {}
+        kwargs = {}
+        if encoder_layers:
+            kwargs["encoder_num_hidden_layers"] = encoder_layers
+        if decoder_layers:
+            kwargs["decoder_num_hidden_layers"] = decoder_layers
         try:
             model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
             tok = AutoTokenizer.from_pretrained(path)
@@ -119,7 +128,8 @@ def init_model(opts: InitOptions) -> Path:
     manifest = Manifest.read(Path(opts.kb)) if opts.kb is not None else None
     q_name = opts.question_encoder or (kb_encoder(opts.kb, manifest) if manifest else encoders.MINILM)
     q_model, q_tok = encoders.load_question_encoder(q_name)
-    generator, g_tok = build_generator(opts.generator, q_tok, opts.generator_decoder_layers, opts.seed)
+    generator, g_tok = build_generator(opts.generator, q_tok, opts.generator_decoder_layers, opts.seed,
+                                       encoder_layers=opts.generator_encoder_layers)
 
     if opts.model_type not in RAG_TYPES:
         info = ModelInfo(model_type=opts.model_type)

@@ -85,6 +85,9 @@ def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokeniz
     if out.exists() and not overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
+    from rayrag.kb.build import remove_stale_temporaries
+
+    remove_stale_temporaries(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -1,0 +1,79 @@
+"""Faults that need no Ray: crashes mid-training, exceptions mid-checkpoint, `rayrag index` killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import rayrag
+from rayrag.train.run import AtomicCheckpointIO
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("disk full (simulated)")
+
+
+def test_exception_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(1000), "bad": _Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial or temporary file
+
+
+def _weights(run_dir):
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    return state["global_step"], state["state_dict"]
+
+
+def test_crash_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path, corpus_dir, tiny_rag):
+    args = ["train", "--data_dir", corpus_dir / "data", "--model_name_or_path", tiny_rag, "--do_train",
+            "--train_batch_size", "16", "--num_train_epochs", "2", "--learning_rate", "1e-3", "--dropout", "0.1",
+            "--save_every_n_steps", "3", "--val_check_interval", "1.0", "--n_val", "8", "--no-progress", "--quiet"]
+    rayrag(*args, "--output_dir", tmp_path / "clean")
+    crashed = rayrag(*args, "--output_dir", tmp_path / "crash", check=False, env={"RAYRAG_CRASH_AFTER_STEP": "14"})
+    assert crashed.returncode == 17
+    step_at_crash, _ = _weights(tmp_path / "crash")
+    assert step_at_crash == 12  # the last checkpoint before the crash (every 3 steps)
+    rayrag(*args, "--output_dir", tmp_path / "crash", "--resume")
+    step_clean, clean = _weights(tmp_path / "clean")
+    step_resumed, resumed = _weights(tmp_path / "crash")
+    assert step_clean == step_resumed == 20
+    for name, tensor in clean.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_index_killed_midway_leaves_nothing_visible_and_rerun_succeeds(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    with open(docs, "w", encoding="utf-8") as f:
+        for i in range(20000):
+            f.write(json.dumps({"title": f"doc {i}", "text": f"passage number {i} " * 20}) + "\n")
+    out = tmp_path / "kb"
+    cmd = [sys.executable, "-m", "rayrag", "index", "--docs", str(docs), "--out", str(out), "--encoder", "tiny",
+           "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".kb.tmp-*")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".kb.tmp-*")), "index never started writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not out.exists()
+    visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert visible == ["docs.jsonl"]
+    done = rayrag("index", "--docs", docs, "--out", out, "--encoder", "tiny", "--quiet")
+    assert "20000 documents -> 20000 passages" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "kb"]  # the stale temporary is gone
+    from rayrag.kb.store import KnowledgeBase
+
+    assert len(KnowledgeBase(out)) == 20000
