@@ -18,6 +18,7 @@ VERBS = {
     "train": "rayrag.cli.train",
     "eval": "rayrag.cli.eval",
     "ask": "rayrag.cli.ask",
+    "bench": "rayrag.cli.bench",
 }
 
 
