@@ -19,6 +19,6 @@ def test_demo_small(tmp_path):
     assert report["retrieval_recall_at_k"] >= 0.8  # the packaged MiniLM finds the fact's passage
     for path in ("data/train.source", "data/test.target", "kb/manifest.json", "model-init/rayrag.json",
                  "rag/best_model/config.json", "closed-book/best_model/config.json",
-                 "eval/test_rag_generations.txt"):
+                 "eval/test_rag_generations.txt", "demo_report.png"):
         assert (out / path).is_file(), path
     assert "RAG fine-tuned" in proc.stdout and "closed-book generator" in proc.stdout

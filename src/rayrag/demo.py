@@ -56,7 +56,7 @@ class DemoOptions:
 def _evaluate(model_dir: Path, data_dir: Path, out: Path, n_test: int, tag: str, progress: bool) -> dict:
     examples = load_split(data_dir, "test", n_test)
     loaded = load_model(model_dir)
-    preds = predict(loaded, [e.question for e in examples], batch_size=32, max_length=16, progress=progress)
+    preds = predict(loaded, [e.question for e in examples], batch_size=64, max_length=8, progress=progress)
     write_predictions(out, preds, examples, prefix=f"test_{tag}")
     return score(preds, examples)
 
@@ -89,7 +89,7 @@ def run_demo(opts: DemoOptions, progress: bool = True) -> dict:
     common = dict(data_dir=data_dir, do_train=True, train_batch_size=opts.train_batch_size,
                   eval_batch_size=64, learning_rate=opts.learning_rate, lr_scheduler="constant",
                   warmup_steps=20, max_grad_norm=1.0, seed=opts.seed, num_train_epochs=100,
-                  max_target_length=16, val_max_target_length=16, n_val=64, freeze_embeddings=True,
+                  max_target_length=16, val_max_target_length=8, n_val=64, freeze_embeddings=False,
                   val_check_interval=float(opts.val_every), progress=progress)
     t0 = time.perf_counter()
     rag_metrics = train(TrainOptions(output_dir=out / "rag", model_name_or_path=out / "model-init",

@@ -4,7 +4,8 @@ Invents a knowledge base of fictional people and facts (so no model can know the
 indexes it with the packaged MiniLM encoder, assembles and fine-tunes a RAG-token model, and
 scores it on questions about people never seen in training, against the model before training
 and a closed-book generator trained the same way. Everything lands in --out: data/, kb/,
-model-init/, rag/ (the run, with rag/best_model/), closed-book/, eval/ and demo_report.json.
+model-init/, rag/ (the run, with rag/best_model/), closed-book/, eval/, demo_report.json and
+demo_report.png (training curve and the three models' scores).
 """
 
 from __future__ import annotations
