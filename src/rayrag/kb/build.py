@@ -47,7 +47,7 @@ def remove_stale_temporaries(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
+def replace_dir(tmp: Path, out: Path) -> None:
     """Move `tmp` to `out`; an existing `out` is swapped out first and removed after."""
     old = None
     if out.exists():
@@ -92,7 +92,7 @@ def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors
                             index_params=used, passage_words=passage_words, n_documents=n_documents)
         manifest.files = describe_files(tmp)
         manifest.write(tmp)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
         return manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -85,7 +85,7 @@ def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokeniz
     if out.exists() and not overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    from rayrag.kb.build import remove_stale_temporaries
+    from rayrag.kb.build import remove_stale_temporaries, replace_dir
 
     remove_stale_temporaries(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -97,13 +97,7 @@ def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokeniz
         else:
             generator_tokenizer.save_pretrained(tmp)
         (tmp / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
