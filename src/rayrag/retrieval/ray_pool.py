@@ -48,13 +48,14 @@ class PoolConfig:
     call_timeout_s: float = 120.0
     """Longest wait for one actor call; a call past it is re-sent to another actor."""
     max_attempts: int = 0
-    """Tries per retrieval call before `RetrievalError` (0: 2 * M + 2)."""
+    """Failed tries per retrieval call before `RetrievalError` (0: 2 * M + 2). Tries that find an actor
+    restarting do not count while the call is younger than `call_timeout_s`."""
     retry_backoff_s: float = 0.2
     """Pause before a retry once every actor has failed recently (doubles, up to 2 s)."""
     suspect_s: float = 10.0
     """After a failure, an actor is passed over for this long while others are healthy."""
     max_restarts: int = 4
-    """Ray restarts a dead actor this many times (it reloads the index)."""
+    """Ray restarts a dead actor this many times (it reloads the index); -1: without limit."""
     ready_timeout_s: float = 600.0
     """Longest wait for the actors to open the knowledge base."""
     lookup_timeout_s: float = 120.0
@@ -188,8 +189,9 @@ class RayPool:
 
     @classmethod
     def create(cls, kb_dir: str | Path, size: int, *, address: str, policy: str = "rayrag",
-               config: PoolConfig | None = None) -> RayPool:
-        """Start `size` actors over `kb_dir` under a run-unique name and wait until they are ready."""
+               config: PoolConfig | None = None, name: str | None = None) -> RayPool:
+        """Start `size` actors over `kb_dir` and wait until they are ready. `name`: the pool's name (its
+        actors are `name-0` ... `name-(size-1)`); default a run-unique `rayrag-<12 hex>`."""
         import ray
 
         from rayrag.kb.manifest import Manifest, verify_files
@@ -202,8 +204,8 @@ class RayPool:
         kb = Path(kb_dir).resolve()
         if kb.is_dir():  # verify the knowledge base once here, not once per actor
             verify_files(kb, Manifest.read(kb), checksums=True)
-        spec = PoolSpec(address=address, namespace=NAMESPACE, name=f"rayrag-{uuid.uuid4().hex[:12]}", size=size,
-                        policy=policy, kb=str(kb))
+        spec = PoolSpec(address=address, namespace=NAMESPACE, name=name or f"rayrag-{uuid.uuid4().hex[:12]}",
+                        size=size, policy=policy, kb=str(kb))
         threads = config.faiss_threads or max(1, _node_cpus() // (2 * size))
         reference = policy == "reference"
         remote = ray.remote(RetrievalActor)
@@ -223,8 +225,8 @@ class RayPool:
             pool.close()
             raise RetrievalError(_actor_error(f"the {size} retrieval actors over {kb} did not start", e)) from None
         pool.info = infos[0]
-        log.info("ray pool %s: %d actors (%s policy, %d FAISS threads each) ready in %.1f s", spec.name, size,
-                 policy, threads, time.perf_counter() - t0)
+        log.info("ray pool %s: %d actors (%s policy, %d FAISS threads each) ready in %.1f s; actor pids %s",
+                 spec.name, size, policy, threads, time.perf_counter() - t0, ",".join(str(i["pid"]) for i in infos))
         return pool
 
     @classmethod
@@ -241,6 +243,9 @@ class RayPool:
                     actors.append(ray.get_actor(spec.actor_name(i), namespace=spec.namespace))
                     break
                 except ValueError:
+                    if pause == 0.05:
+                        log.info("ray pool %s: actor %r not registered yet; waiting up to %.0f s", spec.name,
+                                 spec.actor_name(i), config.lookup_timeout_s)
                     if time.monotonic() > deadline:
                         raise RetrievalError(
                             f"{POOL_ENV}: retrieval actor {spec.actor_name(i)!r} not found in Ray namespace "
@@ -345,8 +350,13 @@ class RayBackend:
         return [i for i in order if self.suspect_until[i] <= now] + [i for i in order if self.suspect_until[i] > now]
 
     def _call(self, method: str, queries: np.ndarray, k: int):
+        """One retrieval call with retries. A try that fails (the actor died, or gave no answer within
+        `call_timeout_s`) counts against `max_attempts`, except that while an actor is only restarting
+        (`ActorUnavailableError`) and the call is younger than `call_timeout_s`, waiting for it is free:
+        with one actor, or every actor restarting at once, a restart that reloads a large index takes
+        longer than a few backoffs."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
         if self.closed or not self.pool.actors:
             raise RetrievalError("ray backend: the pool is closed")
@@ -355,13 +365,17 @@ class RayBackend:
         attempts = self.config.max_attempts or 2 * m + 2
         pause = self.config.retry_backoff_s
         errors: list[str] = []
-        for attempt in range(attempts):
+        started = time.monotonic()
+        failed = tries = 0
+        while failed < attempts:
             order = self._order()
             i = order[0]
-            if attempt and self.suspect_until[i] > time.monotonic():  # every actor failed recently
+            if tries and self.suspect_until[i] > time.monotonic():  # every actor failed recently
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
+            tries += 1
             ref = getattr(self.pool.actors[i], method).remote(queries, k)
+            restarting = False
             try:
                 return ray.get(ref, timeout=self.config.call_timeout_s)
             except GetTimeoutError:
@@ -372,12 +386,15 @@ class RayBackend:
                     log.debug("ray.cancel: %s", e)
             except RayActorError as e:  # includes ActorDiedError and ActorUnavailableError
                 errors.append(_actor_error(f"actor {i}", e))
+                restarting = isinstance(e, ActorUnavailableError)
+            if not (restarting and time.monotonic() - started < self.config.call_timeout_s):
+                failed += 1
             self.suspect_until[i] = time.monotonic() + self.config.suspect_s
             self.retries += 1
             log.warning("ray backend rank %d: retrieval call to %s failed (%s); retrying (%d/%d)", self.rank,
-                        self.pool.spec.actor_name(i), errors[-1], attempt + 1, attempts)
+                        self.pool.spec.actor_name(i), errors[-1], failed, attempts)
         raise RetrievalError(
-            f"retrieval failed after {attempts} tries on the {m} actors of pool {self.pool.spec.name} at "
+            f"retrieval failed after {tries} tries on the {m} actors of pool {self.pool.spec.name} at "
             f"{self.pool.spec.address}: " + "; ".join(errors[-3:]) +
             ". The actors died or hung more often than they restart; check the Ray logs (ray logs / "
             "/tmp/ray/session_latest/logs) and memory on the retrieval nodes")

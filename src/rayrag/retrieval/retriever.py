@@ -7,6 +7,7 @@ time of every call, so the RAG classes work unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -39,13 +40,17 @@ class BackendIndex(Index):
 class RayragRetriever(RagRetriever):
     """A `RagRetriever` whose index is a rayrag backend.
 
-    call_seconds holds the wall time of every retrieval call made through this retriever.
+    call_seconds holds the wall time of every retrieval call made through this retriever, and
+    call_ids_sha1 a fingerprint of the ids it returned (the first 16 hex digits of the sha1 of the
+    (B, k) int64 ids, C order): two runs retrieved the same passages at every call if the lists are
+    equal. `rayrag train --profile` writes both to retrieval_profile.json.
     """
 
     def __init__(self, config: RagConfig, question_encoder_tokenizer, generator_tokenizer,
                  backend: RetrievalBackend):
         self.backend = backend
         self.call_seconds: list[float] = []
+        self.call_ids_sha1: list[str] = []
         super().__init__(config, question_encoder_tokenizer, generator_tokenizer,
                          index=BackendIndex(backend), init_retrieval=False)
 
@@ -69,5 +74,11 @@ class RayragRetriever(RagRetriever):
         t0 = time.perf_counter()
         r = self.backend.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
         self.call_seconds.append(time.perf_counter() - t0)
+        self.call_ids_sha1.append(ids_digest(r.ids))
         docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(r.titles))]
         return r.vectors, r.ids, docs
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    """Fingerprint of retrieved ids (B, k): the first 16 hex digits of the sha1 of their int64 bytes."""
+    return hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]

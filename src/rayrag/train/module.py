@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import asdict
@@ -41,6 +42,7 @@ class RagFineTuner(L.LightningModule):
         self.val_examples = val_examples
         self.make_backend = make_backend
         self.backend = None
+        self.resumed_step: int | None = None
         self.n_docs = opts.n_docs or (self.model.config.n_docs if self.is_rag else None)
         self.save_hyperparameters({k: str(v) for k, v in asdict(opts).items()})
         self._val_sums = torch.zeros(3, dtype=torch.float64)
@@ -95,24 +97,38 @@ class RagFineTuner(L.LightningModule):
         """This rank's share of the training split, in an order that a resumed run repeats exactly."""
         sampler = EpochBatchSampler(len(self.train_examples), self.opts.train_batch_size, seed=self.opts.seed,
                                     rank=self.global_rank, world=self.trainer.world_size)
+        # Each loader has a generator of its own: making an iterator draws a seed from it, which would
+        # otherwise come from the global RNG that dropout uses, and a resumed run makes its first iterator
+        # at another point than the run it resumes.
         return ResumableLoader(QADataset(self.train_examples), sampler, collate_fn=self.collate,
-                               num_workers=self.opts.num_workers)
+                               num_workers=self.opts.num_workers,
+                               generator=torch.Generator().manual_seed(self.opts.seed))
 
     def val_dataloader(self):
         sampler = EpochBatchSampler(len(self.val_examples), self.opts.eval_batch_size, seed=0, shuffle=False,
                                     rank=self.global_rank, world=self.trainer.world_size)
         return torch.utils.data.DataLoader(QADataset(self.val_examples), batch_sampler=sampler,
-                                           collate_fn=self.collate, num_workers=self.opts.num_workers)
+                                           collate_fn=self.collate, num_workers=self.opts.num_workers,
+                                           generator=torch.Generator().manual_seed(self.opts.seed))
 
     # ----- exact resume ---------------------------------------------------------------------------
+    def _train_sampler(self) -> EpochBatchSampler | None:
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        return sampler if isinstance(sampler, EpochBatchSampler) else None
+
     def on_train_epoch_start(self) -> None:
-        loop = self.trainer.fit_loop.epoch_loop
-        done = loop.batch_progress.current.completed if loop.restarting else 0
-        loader = self.trainer.train_dataloader
-        sampler = getattr(loader, "batch_sampler", None)
-        if isinstance(sampler, EpochBatchSampler) and done:
-            sampler.skip = done
-            log.info("resuming epoch %d after its first %d batches", self.current_epoch, done)
+        # Lightning sets the epoch of `loader.sampler` and `loader.batch_sampler.sampler`, never of a batch
+        # sampler: without this every epoch would repeat the first one's order. (Not called when a run
+        # restarts mid-epoch; the loader's restored state has the epoch then.)
+        sampler = self._train_sampler()
+        if sampler is not None:
+            sampler.set_epoch(self.current_epoch)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # count the batches this epoch has trained on: the loader's state in a checkpoint (see loader.py)
+        sampler = self._train_sampler()
+        if sampler is not None:
+            sampler.done += 1
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Fault injection for the reliability tests: die like a crashed process, after the checkpoint
@@ -130,6 +146,7 @@ class RagFineTuner(L.LightningModule):
                                     "python": random.getstate()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_step = int(checkpoint.get("global_step", 0))  # steps logged from here on were redone
         rng = checkpoint.get("rayrag_rng")
         if rng:
             torch.set_rng_state(rng["torch"])
@@ -184,6 +201,16 @@ class RagFineTuner(L.LightningModule):
         self.log("val_f1", float(sums[1]) / n, prog_bar=False, sync_dist=False, rank_zero_only=False)
 
     # ----- optimisation ---------------------------------------------------------------------------
+    def _stepping_batches(self) -> int:
+        """Optimizer steps of the whole run, as `trainer.estimated_stepping_batches` counts them, computed
+        without it: it would make the training loader and its first iterator before a resumed run restores
+        the loader's state, and the resumed epoch would start again from its first batch (loader.py)."""
+        t = self.trainer
+        batches = len(EpochBatchSampler(len(self.train_examples), self.opts.train_batch_size, seed=self.opts.seed,
+                                        rank=self.global_rank, world=t.world_size))
+        total = math.ceil(batches / t.accumulate_grad_batches) * max(t.max_epochs or 1, 1)
+        return min(total, t.max_steps) if t.max_steps != -1 else total
+
     def configure_optimizers(self):
         from transformers import get_scheduler
 
@@ -195,7 +222,7 @@ class RagFineTuner(L.LightningModule):
         groups = [{"params": decay, "weight_decay": self.opts.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=self.opts.learning_rate, eps=self.opts.adam_epsilon)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self._stepping_batches()
         name = _SCHEDULERS[self.opts.lr_scheduler]
         kwargs = {"num_cycles": 2} if name == "cosine_with_restarts" else {}
         scheduler = get_scheduler(name, optimizer, num_warmup_steps=self.opts.warmup_steps,

@@ -112,6 +112,11 @@ class TrainOptions:
     """Ray backend: number of retrieval actors."""
     ray_address: str | None = None
     """Ray backend: `auto` (a running cluster), HOST:PORT, or unset/`local` to start a local instance."""
+    retrieval_timeout_s: float = 120.0
+    """Ray backend: longest wait for one retrieval actor's answer; a call past it is re-sent to another actor."""
+    retrieval_max_restarts: int = 4
+    """Ray backend: times Ray restarts each retrieval actor that dies (-1: without limit); once an actor is
+    past it and the others fail too, training stops with a one-line error."""
     profile: bool = False
     """Time every retrieval call on every rank: retrieval_profile.json in --output_dir."""
     resume: bool = False
@@ -174,10 +179,17 @@ class TrainOptions:
             raise RayragError(
                 f"--resume: no {Path(self.output_dir) / 'checkpoints' / 'last.ckpt'} to resume from; "
                 "drop --resume to start a new run")
-        if self.distributed_retriever != "ray" and self.num_retrieval_workers != 1:
-            raise RayragError(
-                f"--num_retrieval_workers applies to --distributed_retriever ray, not "
-                f"{self.distributed_retriever}; drop it or choose ray")
+        ray_only = {"--num_retrieval_workers": self.num_retrieval_workers != 1,
+                    "--retrieval_timeout_s": self.retrieval_timeout_s != 120.0,
+                    "--retrieval_max_restarts": self.retrieval_max_restarts != 4}
+        for flag, changed in ray_only.items():
+            if changed and self.distributed_retriever != "ray":
+                raise RayragError(f"{flag} applies to --distributed_retriever ray, not "
+                                  f"{self.distributed_retriever}; drop it or choose ray")
+        if not self.retrieval_timeout_s > 0:
+            raise RayragError(f"--retrieval_timeout_s {self.retrieval_timeout_s}: must be positive")
+        if self.retrieval_max_restarts < -1:
+            raise RayragError(f"--retrieval_max_restarts {self.retrieval_max_restarts}: must be -1 (no limit) or more")
         if self.ray_address is not None and not _valid_ray_address(self.ray_address):
             raise RayragError(
                 f"--ray_address {self.ray_address!r}: use auto (a cluster started with `ray start --head`), "

@@ -53,8 +53,13 @@ def backend_factory(opts: TrainOptions, kb_dir: Path):
     process: the ray backend's actor pool, created once in rank 0 before DDP starts the other ranks."""
     from rayrag.retrieval.service import RetrievalService
 
+    config = None
+    if opts.distributed_retriever == "ray":
+        from rayrag.retrieval.ray_pool import PoolConfig
+
+        config = PoolConfig(call_timeout_s=opts.retrieval_timeout_s, max_restarts=opts.retrieval_max_restarts)
     return RetrievalService(opts.distributed_retriever, kb_dir, num_workers=opts.num_retrieval_workers,
-                            ray_address=opts.ray_address, run_dir=Path(opts.output_dir))
+                            ray_address=opts.ray_address, run_dir=Path(opts.output_dir), config=config)
 
 
 def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
@@ -123,7 +128,7 @@ def train(opts: TrainOptions) -> dict:
             if opts.save_every_n_steps > 0:  # the final state too, not only every N steps
                 trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
         if earlier_log and trainer.is_global_zero:
-            _prepend_log(out, earlier_log)
+            _prepend_log(out, earlier_log, before_step=module.resumed_step)
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["train_steps"] = int(trainer.global_step)
         if opts.profile:
@@ -158,8 +163,11 @@ def _read_log(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _prepend_log(out: Path, earlier: list[dict]) -> None:
-    """Put the rows logged before a resume back in front of the resumed run's rows."""
+def _prepend_log(out: Path, earlier: list[dict], before_step: int | None = None) -> None:
+    """Put the rows logged before a resume back in front of the resumed run's rows. Rows of steps at or past
+    `before_step` (the resumed checkpoint's step) are dropped: the run after the checkpoint redid those steps."""
+    if before_step is not None:
+        earlier = [r for r in earlier if not str(r.get("step", "")).isdigit() or int(r["step"]) < before_step]
     later = _read_log(out)
     fields = list(dict.fromkeys([k for row in earlier + later for k in row]))
     path = out / "logs" / "metrics.csv"
@@ -182,24 +190,28 @@ def _collator(opts: TrainOptions, loaded) -> Collator:
 
 
 def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
-    """Gather every rank's retrieval call times and write retrieval_profile.json on rank 0."""
+    """Gather every rank's retrieval calls and write retrieval_profile.json on rank 0: per rank the call
+    count and times, `retries` (calls the ray backend re-sent to another actor) and `ids_sha1` (one
+    fingerprint of the retrieved ids per call, in call order; see `RayragRetriever`)."""
     import numpy as np
 
     retriever = module.model.retriever if module.is_rag else None
-    times = list(getattr(retriever, "call_seconds", []))
+    mine = {"times": list(getattr(retriever, "call_seconds", [])),
+            "ids_sha1": list(getattr(retriever, "call_ids_sha1", [])),
+            "retries": int(getattr(getattr(retriever, "backend", None), "retries", 0))}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         gathered: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, times)
+        torch.distributed.all_gather_object(gathered, mine)
     else:
-        gathered = [times]
+        gathered = [mine]
     if not trainer.is_global_zero:
         return
     per_rank = {}
-    for rank, ts in enumerate(gathered):
-        a = np.asarray(ts, dtype=np.float64)
-        per_rank[str(rank)] = ({"count": int(a.size), "mean_s": float(a.mean()), "p50_s": float(np.percentile(a, 50)),
-                                "p90_s": float(np.percentile(a, 90)), "max_s": float(a.max())}
-                               if a.size else {"count": 0})
+    for rank, got in enumerate(gathered):
+        a = np.asarray(got["times"], dtype=np.float64)
+        stats = ({"count": int(a.size), "mean_s": float(a.mean()), "p50_s": float(np.percentile(a, 50)),
+                  "p90_s": float(np.percentile(a, 90)), "max_s": float(a.max())} if a.size else {"count": 0})
+        per_rank[str(rank)] = {**stats, "retries": got["retries"], "ids_sha1": got["ids_sha1"]}
     profile = {"backend": module.opts.distributed_retriever, "ranks": per_rank}
     (out / "retrieval_profile.json").write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
     for rank, s in per_rank.items():
