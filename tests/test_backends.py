@@ -212,6 +212,40 @@ def test_actor_killed_during_call_same_ids(tie_kb, ray_local):
         backend.close()
 
 
+def test_single_actor_killed_during_call_is_waited_for_while_it_restarts(tie_kb, ray_local):
+    """One actor, killed under a call, with a restart left: the call waits for the restart (tries that find the
+    actor restarting do not count against max_attempts) instead of spending its 2 tries in a fraction of a
+    second, and gets the right ids from the restarted actor."""
+    from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
+
+    kb, vectors = tie_kb
+    backend = RayBackend.start(kb, 1, config=PoolConfig(call_timeout_s=60, max_restarts=1, max_attempts=2,
+                                                        retry_backoff_s=0.01))
+    q = tie_queries(vectors, 4, seed=15)
+    pid = backend.actor_pids()[0]
+    box: dict = {}
+
+    def call():
+        try:
+            box["ids"] = backend.retrieve(q, K).ids
+        except Exception as e:  # reported below
+            box["error"] = e
+
+    try:
+        os.kill(pid, signal.SIGSTOP)  # hold the call inside the actor ...
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(1.0)
+        assert t.is_alive()
+        os.kill(pid, signal.SIGKILL)  # ... and kill it under the call
+        t.join(timeout=60)
+        assert not t.is_alive() and "error" not in box, box
+        np.testing.assert_array_equal(box["ids"], expected_top_k(vectors, q, K))
+        assert backend.retries >= 1 and _wait_restarted(backend, pid) != pid
+    finally:
+        backend.close()
+
+
 def test_hung_actor_call_times_out_and_is_resent(tie_kb, ray_local):
     from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
 
