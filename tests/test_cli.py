@@ -86,6 +86,40 @@ def test_init_model_kinds(tmp_path, tiny_kb):
     assert json.loads((tmp_path / "cb" / "rayrag.json").read_text()) == {"model_type": "bart", "kb": None}
 
 
+@pytest.mark.parametrize("init", ["self", "random"])
+def test_minilm_generator_cross_attention_init(tmp_path, init):
+    from transformers import AutoModelForSeq2SeqLM
+
+    rayrag("init-model", "--out", tmp_path / "g", "--model_type", "seq2seq", "--generator", "minilm",
+           "--generator_encoder_layers", "1", "--generator_decoder_layers", "2", "--cross_attention_init", init,
+           "--quiet")
+    layers = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "g").decoder.bert.encoder.layer
+    assert len(layers) == 2
+    for layer in layers:
+        self_att, cross = layer.attention.state_dict(), layer.crossattention.state_dict()
+        assert self_att.keys() == cross.keys()
+        same = [torch.equal(self_att[k], cross[k]) for k in self_att]
+        assert all(same) if init == "self" else not any(same)
+
+
+def test_question_encoder_lr_of_its_own(tmp_path, corpus_dir, tiny_rag):
+    from safetensors.torch import load_file
+
+    init = load_file(tiny_rag / "model.safetensors")
+    for q_lr, moved in (("0", False), ("1e-3", True)):
+        run = tmp_path / f"run-{q_lr}"
+        rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
+               "--do_train", "--max_steps", "2", "--learning_rate", "1e-3", "--question_encoder_lr", q_lr,
+               "--n_val", "8", "--no-progress", "--quiet")
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        changed = {k.removeprefix("model."): not torch.equal(v, init[k.removeprefix("model.")])
+                   for k, v in state.items() if k.removeprefix("model.") in init}
+        question = [c for k, c in changed.items() if k.startswith("rag.question_encoder.")]
+        generator = [c for k, c in changed.items() if k.startswith("rag.generator.")]
+        assert question and generator and any(generator)
+        assert any(question) == moved, q_lr
+
+
 def test_closed_book_baseline_trains_and_predicts(tmp_path, corpus_dir, tiny_kb):
     rayrag("init-model", "--kb", tiny_kb, "--out", tmp_path / "cb", "--model_type", "bart", "--generator",
            "tiny-bart", "--quiet")

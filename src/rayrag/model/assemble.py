@@ -21,6 +21,8 @@ from rayrag.model.checkpoint import MODEL_TYPES, RAG_TYPES, ModelInfo, rag_class
 
 log = logging.getLogger(__name__)
 
+CROSS_ATTENTION_INITS = ("self", "random")
+
 
 @dataclass
 class InitOptions:
@@ -40,6 +42,10 @@ class InitOptions:
     """For `minilm`/`bert2bert:` generators: encoder layers to keep, the lowest (0 = all)."""
     generator_decoder_layers: int = 0
     """For `minilm`/`bert2bert:` generators: decoder layers to keep, the lowest (0 = all)."""
+    cross_attention_init: str = "self"
+    """For `minilm`/`bert2bert:` generators: start each decoder layer's cross-attention as a copy of
+    its self-attention (`self`; learns to copy from passages several times sooner) or at random (`random`,
+    as `from_encoder_decoder_pretrained` does)."""
     n_docs: int = 5
     """Passages retrieved per question."""
     max_combined_length: int = 300
@@ -58,6 +64,9 @@ class InitOptions:
             raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
         if self.generator_encoder_layers < 0 or self.generator_decoder_layers < 0:
             raise RayragError("--generator_encoder_layers/--generator_decoder_layers: must be 0 (all) or more")
+        if self.cross_attention_init not in CROSS_ATTENTION_INITS:
+            raise RayragError(f"--cross_attention_init {self.cross_attention_init!r}: choose "
+                              f"{' or '.join(CROSS_ATTENTION_INITS)}")
         if self.max_combined_length < 16:
             raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
 
@@ -80,8 +89,22 @@ def _fix_special_ids(config, tokenizer) -> None:
     return ids
 
 
+def init_cross_attention_from_self(model) -> int:
+    """Copy each decoder layer's self-attention weights into its cross-attention; returns the layers set.
+
+    A BERT checkpoint has no cross-attention, so `from_encoder_decoder_pretrained` draws it at random
+    and the decoder must learn from nothing how to read the passage. Started from the layer's own
+    self-attention, it attends to input tokens like the pretrained layer attends to its own, and its
+    output lands in the residual stream at the scale the layer expects."""
+    layers = [m for m in model.decoder.modules()
+              if getattr(m, "crossattention", None) is not None and getattr(m, "attention", None) is not None]
+    for layer in layers:
+        layer.crossattention.load_state_dict(layer.attention.state_dict())
+    return len(layers)
+
+
 def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed: int = 0,
-                    encoder_layers: int = 0):
+                    encoder_layers: int = 0, cross_attention_init: str = "self"):
     """(generator model, generator tokenizer) for a generator spec."""
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
@@ -103,6 +126,8 @@ def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed
             tok = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as e:
             raise RayragError(f"--generator {spec}: cannot load ({str(e).splitlines()[0]})") from e
+        if cross_attention_init == "self":
+            init_cross_attention_from_self(model)
         ids = _fix_special_ids(model.config, tok)
         for k, v in ids.items():
             setattr(model.generation_config, k, v)
@@ -129,7 +154,8 @@ def init_model(opts: InitOptions) -> Path:
     q_name = opts.question_encoder or (kb_encoder(opts.kb, manifest) if manifest else encoders.MINILM)
     q_model, q_tok = encoders.load_question_encoder(q_name)
     generator, g_tok = build_generator(opts.generator, q_tok, opts.generator_decoder_layers, opts.seed,
-                                       encoder_layers=opts.generator_encoder_layers)
+                                       encoder_layers=opts.generator_encoder_layers,
+                                       cross_attention_init=opts.cross_attention_init)
 
     if opts.model_type not in RAG_TYPES:
         info = ModelInfo(model_type=opts.model_type)

@@ -214,13 +214,17 @@ class RagFineTuner(L.LightningModule):
     def configure_optimizers(self):
         from transformers import get_scheduler
 
-        decay, no_decay = [], []
+        # (weight decay, learning rate) -> parameters; the question encoder may have a rate of its own
+        lr = self.opts.learning_rate
+        q_lr = lr if self.opts.question_encoder_lr is None else self.opts.question_encoder_lr
+        question = {id(p) for p in self.model.question_encoder.parameters()} if self.is_rag else set()
+        groups: dict[tuple[float, float], list] = {}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.opts.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+            wd = 0.0 if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else self.opts.weight_decay
+            groups.setdefault((wd, q_lr if id(p) in question else lr), []).append(p)
+        groups = [{"params": ps, "weight_decay": wd, "lr": g_lr} for (wd, g_lr), ps in groups.items()]
         optimizer = torch.optim.AdamW(groups, lr=self.opts.learning_rate, eps=self.opts.adam_epsilon)
         total = self._stepping_batches()
         name = _SCHEDULERS[self.opts.lr_scheduler]

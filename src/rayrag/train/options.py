@@ -70,6 +70,10 @@ class TrainOptions:
     """Override the generator's attention dropout."""
     learning_rate: float = 3e-5
     """Peak learning rate of AdamW."""
+    question_encoder_lr: float | None = None
+    """Peak learning rate of a RAG model's question encoder (default: --learning_rate). The index holds
+    passage vectors made by the original encoder, so a question encoder that moves fast stops finding the
+    passages: give it a lower rate when the generator's is high (e.g. 1e-5 with 2e-4)."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and LayerNorm)."""
     adam_epsilon: float = 1e-8
@@ -150,6 +154,8 @@ class TrainOptions:
             raise RayragError(f"--label_smoothing {self.label_smoothing}: must be in [0, 1)")
         if self.learning_rate <= 0:
             raise RayragError(f"--learning_rate {self.learning_rate}: must be positive")
+        if self.question_encoder_lr is not None and self.question_encoder_lr < 0:
+            raise RayragError(f"--question_encoder_lr {self.question_encoder_lr}: must be 0 (frozen) or more")
         if self.n_docs is not None and self.n_docs < 1:
             raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
         if self.gpus is not None:
