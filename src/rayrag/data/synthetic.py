@@ -19,19 +19,19 @@ _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "j", "k", "kr", "l", 
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "io", "ou", "ei"]
 _CODAS = ["", "n", "r", "l", "s", "th", "m", "x", "nd", "rk"]
 
-# (question templates, sentence template) per relation: {name} and {subject} are the entity,
-# {value} the answer.
-_RELATIONS: dict[str, tuple[list[str], str]] = {
+# (question templates, sentence template, section) per relation: {name} and {subject} are the entity,
+# {value} the answer; a document's title is the entity and the section, like a Wikipedia section.
+_RELATIONS: dict[str, tuple[list[str], str, str]] = {
     "birthplace": (["where was {name} born?", "in which town was {name} born?"],
-                   "{subject} was born in the town of {value}."),
+                   "{subject} was born in the town of {value}.", "birthplace"),
     "year": (["in what year was {name} born?", "when was {name} born?"],
-             "{subject} came into the world in {value}."),
+             "{subject} came into the world in {value}.", "birth year"),
     "company": (["which company did {name} found?", "what is the name of the firm {name} founded?"],
-                "{subject} founded a company called {value}."),
+                "{subject} founded a company called {value}.", "company"),
     "river": (["near which river did {name} live?", "what river did {name} live beside?"],
-              "{subject} lived beside the {value} river."),
+              "{subject} lived beside the {value} river.", "home"),
     "pet": (["what was the name of {name}'s dog?", "what did {name} call their dog?"],
-            "{subject} kept a dog named {value}."),
+            "{subject} kept a dog named {value}.", "dog"),
 }
 
 
@@ -53,7 +53,8 @@ def _word(rng: random.Random, syllables: int) -> str:
 class SyntheticCorpus:
     """Documents and question-answer splits of the synthetic task.
 
-    documents: dicts with `title` (the entity) and `text` (one fact), one per fact.
+    documents: dicts with `title` (the entity and the fact's section, e.g. "Brimo Tael (dog)") and `text`
+        (one fact), one per fact.
     splits: split name -> list of (question, answer, gold title).
     """
 
@@ -91,18 +92,20 @@ def make_corpus(n_entities: int = 400, split: tuple[float, float, float] = (0.8,
             "river": value(),
             "pet": value(),
         }
-        # One short document per fact, titled with the entity: the retriever must find the
-        # passage that states the asked-about fact among the entity's passages.
-        for relation, (_, sentence) in _RELATIONS.items():
-            documents.append({"title": name, "text": sentence.format(subject=name, value=values[relation])})
-        facts.append([(rng.choice(_RELATIONS[r][0]).format(name=name), values[r], name)
+        # One short document per fact, titled with the entity and the fact's section: the retriever
+        # must find the passage that states the asked-about fact, and its title is the gold title.
+        titles = {r: f"{name} ({section})" for r, (_, _, section) in _RELATIONS.items()}
+        for relation, (_, sentence, _) in _RELATIONS.items():
+            documents.append({"title": titles[relation],
+                              "text": sentence.format(subject=name, value=values[relation])})
+        facts.append([(rng.choice(_RELATIONS[r][0]).format(name=name), values[r], titles[r])
                       for r in _RELATIONS])
     rng.shuffle(documents)
 
     order = list(range(n_entities))
     rng.shuffle(order)
-    n_train = max(1, int(split[0] * n_entities))
-    n_val = max(1, int(split[1] * n_entities))
+    n_train = max(1, min(int(split[0] * n_entities), n_entities - 2))  # at least one entity for val and test
+    n_val = max(1, min(int(split[1] * n_entities), n_entities - n_train - 1))
     parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val],
              "test": order[n_train + n_val:]}
     corpus = SyntheticCorpus(documents=documents)
