@@ -9,7 +9,8 @@ from conftest import rayrag
 
 def test_demo_small(tmp_path):
     out = tmp_path / "demo"
-    proc = rayrag("demo", "--out", out, "--entities", "12", "--train-minutes", "0.15", "--decoder-layers", "1",
+    proc = rayrag("demo", "--out", out, "--entities", "12", "--train-minutes", "0.15", "--encoder-layers", "1",
+                  "--decoder-layers", "1",
                   "--quiet")
     report = json.loads((out / "demo_report.json").read_text())
     for key in ("em_rag", "f1_rag", "em_before", "em_closed_book", "retrieval_recall_at_k", "train_seconds"):
