@@ -183,6 +183,14 @@ def test_mismatched_source_target_is_refused_before_training(tmp_path, corpus_di
     assert f"{data / 'train.source'} has 160 lines but {data / 'train.target'} has 161" in proc.stderr
 
 
+def test_train_n_docs_beyond_the_knowledge_base_is_refused(tmp_path, corpus_dir, tiny_rag, tiny_kb):
+    proc = rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", tmp_path / "run",
+                  "--model_name_or_path", tiny_rag, "--do_train", "--n_docs", "1000", "--no-progress", check=False)
+    assert proc.returncode == 2
+    assert "--n_docs 1000: must be between 1 and the 200 passages of" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_model_and_knowledge_base_of_different_sizes_are_refused(tmp_path, corpus_dir, tiny_rag):
     from rayrag.kb.build import write_knowledge_base
 

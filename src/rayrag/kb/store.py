@@ -33,6 +33,12 @@ class Passages:
     texts: list[list[str]]
 
 
+def check_k(k: int, n_passages: int, where: object, flag: str = "--n_docs") -> None:
+    """Refuse a number of passages per question that the knowledge base `where` cannot give."""
+    if not 1 <= k <= n_passages:
+        raise RayragError(f"{flag} {k}: must be between 1 and the {n_passages} passages of {where}")
+
+
 class KnowledgeBase:
     """Passages and index of one knowledge base directory, checked against its manifest on open."""
 
@@ -80,9 +86,7 @@ class KnowledgeBase:
         return self.manifest.n_passages
 
     def check_k(self, k: int, flag: str = "--n_docs") -> None:
-        if not 1 <= k <= len(self):
-            raise RayragError(
-                f"{flag} {k}: must be between 1 and the {len(self)} passages of {self.path}")
+        check_k(k, len(self), self.path, flag)
 
     def _locate(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chunk number, row within chunk) of each passage id."""

@@ -81,11 +81,10 @@ class RagFineTuner(L.LightningModule):
             self.backend_check_k()
 
     def backend_check_k(self) -> None:
-        from rayrag.errors import RayragError
+        # the pytorch and ray backends hold no KnowledgeBase on this rank, only its size
+        from rayrag.kb.store import check_k
 
-        if self.n_docs > self.backend.n_passages:
-            raise RayragError(f"--n_docs {self.n_docs}: the knowledge base has only "
-                              f"{self.backend.n_passages} passages")
+        check_k(self.n_docs, self.backend.n_passages, self.opts.kb or "the model's knowledge base")
 
     def teardown(self, stage: str) -> None:
         if self.backend is not None:
