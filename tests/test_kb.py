@@ -10,7 +10,7 @@ import pytest
 
 from rayrag.errors import RayragError
 from rayrag.kb.build import write_knowledge_base
-from rayrag.kb.faiss_index import IndexParams
+from rayrag.kb.faiss_index import IndexParams, stored_vectors
 from rayrag.kb.store import KnowledgeBase
 from rayrag.retrieval.search import REFERENCE, search
 
@@ -63,6 +63,21 @@ def test_approximate_indexes_round_trip(tmp_path, index_type, params):
     scores, ids = search(kb, queries, 5)
     assert (ids >= 0).all() and ids.shape == (20, 5)
     assert (ids[:, 0] == np.arange(20)).mean() >= 0.9  # each query's own passage comes first
+    np.testing.assert_array_equal(kb.passages(ids).vectors, vecs[ids])
+    assert (stored_vectors(kb.index) is None) == (index_type == "ivfpq")  # ivfpq keeps codes only
+
+
+def test_vectors_are_read_from_the_memory_mapped_flat_index(tmp_path):
+    kb_dir, vecs = _kb(tmp_path)
+    kb = KnowledgeBase(kb_dir)
+    view = stored_vectors(kb.index)
+    np.testing.assert_array_equal(view, vecs)
+    address = view.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        spans = [[int(x, 16) for x in line.split()[0].split("-")] for line in f
+                 if line.rstrip().endswith(str((kb_dir / "index.faiss").resolve()))]
+    assert any(lo <= address < hi for lo, hi in spans)  # the index file's pages, which processes share
+    np.testing.assert_array_equal(kb.vectors(np.array([[3, 1], [299, 0]])), vecs[[[3, 1], [299, 0]]])
 
 
 def test_too_few_hits_are_filled_exactly_never_minus_one(tmp_path):

@@ -102,6 +102,18 @@ def save_index(index: faiss.Index, path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
+def stored_vectors(index: faiss.Index) -> np.ndarray | None:
+    """The raw vectors a flat or HNSW-flat index stores, as a zero-copy float32 (N, d) view of its memory
+    (the mapped file, for a memory-mapped flat index); None for an index that keeps only codes (ivfpq).
+    The view is valid while `index` lives."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        index = faiss.downcast_index(index.storage)
+    if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
+        return None
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
 def load_index(path: Path, params: dict, mmap: bool = True) -> faiss.Index:
     """Read an index file; with `mmap`, flat codes are mapped so processes on a node share the pages."""
     flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0

@@ -68,6 +68,7 @@ class KnowledgeBase:
                 f"{self.path / PASSAGES_DIR}: {self.table.num_rows} passages where the manifest records "
                 f"{self.manifest.n_passages}; rebuild the knowledge base with `rayrag index`")
         self.index: faiss.Index | None = None
+        self._index_vectors: np.ndarray | None = None
         if load_index:
             self.index = faiss_index.load_index(self.path / INDEX_FILE, self.manifest.index_params, mmap=mmap)
             if self.index.ntotal != self.manifest.n_passages or self.index.d != self.manifest.dim:
@@ -75,6 +76,10 @@ class KnowledgeBase:
                     f"{self.path / INDEX_FILE}: {self.index.ntotal} vectors of size {self.index.d} where "
                     f"the manifest records {self.manifest.n_passages} of size {self.manifest.dim}; "
                     "rebuild the knowledge base with `rayrag index`")
+            # A flat index holds the same float32 vectors as the Arrow column: reading them from the index,
+            # whose pages every search touches anyway (and processes on a node share), keeps the lookups
+            # from faulting in a second copy through the Arrow files (measured: +208 MiB across 4 actors).
+            self._index_vectors = faiss_index.stored_vectors(self.index)
         log.info("opened knowledge base %s: %d passages, %s index, %.2f s", self.path,
                  self.manifest.n_passages, self.manifest.index_type, time.perf_counter() - t0)
 
@@ -96,6 +101,8 @@ class KnowledgeBase:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored passage vectors for `ids` of any shape S, as float32 (*S, d)."""
         flat = np.asarray(ids, dtype=np.int64).ravel()
+        if self._index_vectors is not None:
+            return self._index_vectors[flat].reshape(*np.shape(ids), self.dim)
         out = np.empty((flat.size, self.dim), dtype=np.float32)
         chunk, row = self._locate(flat)
         for c in np.unique(chunk):
