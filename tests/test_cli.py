@@ -127,6 +127,10 @@ def test_closed_book_baseline_trains_and_predicts(tmp_path, corpus_dir, tiny_kb)
            tmp_path / "cb", "--do_train", "--do_predict", "--max_steps", "3", "--no-progress", "--quiet")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_steps"] == 3 and metrics["test_n"] == 20 and "test_recall_at_2" not in metrics
+    refused = rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", tmp_path / "run2",
+                     "--model_name_or_path", tmp_path / "cb", "--do_train", "--question_encoder_lr", "1e-5", check=False)
+    assert refused.returncode == 2
+    assert "--question_encoder_lr: " in refused.stderr and "closed-book bart model with no question encoder" in refused.stderr
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path, corpus_dir, tiny_rag):

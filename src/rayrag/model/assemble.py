@@ -127,7 +127,8 @@ def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed
         except (OSError, ValueError) as e:
             raise RayragError(f"--generator {spec}: cannot load ({str(e).splitlines()[0]})") from e
         if cross_attention_init == "self":
-            init_cross_attention_from_self(model)
+            log.info("cross-attention of %d decoder layers started from their self-attention",
+                     init_cross_attention_from_self(model))
         ids = _fix_special_ids(model.config, tok)
         for k, v in ids.items():
             setattr(model.generation_config, k, v)

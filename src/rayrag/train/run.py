@@ -106,6 +106,9 @@ def train(opts: TrainOptions) -> dict:
             opts.model_type in ("bart", "t5", "seq2seq") and not info.is_rag):
         raise RayragError(f"--model_type {opts.model_type} contradicts {opts.model_name_or_path}, which holds a "
                           f"{info.model_type} model; drop --model_type or pick the matching model")
+    if opts.question_encoder_lr is not None and not info.is_rag:
+        raise RayragError(f"--question_encoder_lr: {opts.model_name_or_path} is a closed-book {info.model_type} "
+                          "model with no question encoder; drop the flag")
     kb_dir = _resolve_kb(opts) or (Path(info.kb) if info.kb else None)
     if info.is_rag and kb_dir is None:
         raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; pass --kb KB_DIR")
