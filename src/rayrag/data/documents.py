@@ -8,7 +8,6 @@ all) raise a `RayragError` that names the file and the fix.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -16,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.io import SkippedRows, has_undecodable, json_lines, read_text, split_lines
 
 log = logging.getLogger(__name__)
 
+READ_FIX = "check the path given to --docs"
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -37,42 +38,12 @@ class ReadReport:
 
     files: int = 0
     documents: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-
-def _has_bad_bytes(value: str) -> bool:
-    # Text is decoded with surrogateescape: undecodable bytes become lone surrogates.
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise RayragError(f"{path}: cannot read ({e.strerror}); check the path given to --docs") from e
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    return raw.decode("utf-8", errors="surrogateescape")
-
-
-def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict | str]]:
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        if _has_bad_bytes(line):
-            yield lineno, "non-UTF-8 bytes"
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield lineno, f"not valid JSON ({e.msg})"
-            continue
-        yield lineno, row if isinstance(row, dict) else "not a JSON object"
+    skipped: SkippedRows = field(default_factory=SkippedRows)
 
 
 def _rows_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict | str]]:
     csv.field_size_limit(sys.maxsize)
-    lines = _read_text(path).splitlines(keepends=True)
+    lines = split_lines(read_text(path, fix=READ_FIX), keepends=True)
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)
@@ -93,7 +64,7 @@ def _rows_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict | st
         lineno = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if any(_has_bad_bytes(cell) for cell in row):
+        if any(has_undecodable(cell) for cell in row):
             yield lineno, "non-UTF-8 bytes"
             continue
         if len(row) != len(columns):
@@ -120,7 +91,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict | str]]:
             f"{path}: unknown document format {path.suffix!r}; use one of "
             f"{', '.join(sorted(FORMATS))}")
     if kind == "jsonl":
-        return _rows_jsonl(path)
+        return json_lines(read_text(path, fix=READ_FIX))
     if kind == "parquet":
         return _rows_parquet(path)
     return _rows_delimited(path, "\t" if kind == "tsv" else ",")
@@ -138,33 +109,29 @@ def read_documents(paths: Sequence[Path]) -> tuple[list[Document], ReadReport]:
         report.files += 1
         columns_seen = False
         for lineno, row in _rows(path):
-            where = f"{path}:{lineno}"
             if isinstance(row, str):
-                report.skipped.append(f"{where}: {row}")
+                report.skipped.add(path, lineno, row)
                 continue
             if "title" not in row or "text" not in row:
                 if not columns_seen and path.suffix.lower() == ".parquet":
                     raise RayragError(
                         f"{path}: columns {sorted(row)} lack `title` and `text`; rename the columns")
-                report.skipped.append(f"{where}: missing `title` or `text`")
+                report.skipped.add(path, lineno, "missing `title` or `text`")
                 continue
             columns_seen = True
             title = "" if row["title"] is None else str(row["title"]).strip()
             text = "" if row["text"] is None else " ".join(str(row["text"]).split())
             if not text:
-                report.skipped.append(f"{where}: empty text")
+                report.skipped.add(path, lineno, "empty text")
                 continue
-            documents.append(Document(title=title, text=text, origin=where))
+            documents.append(Document(title=title, text=text, origin=f"{path}:{lineno}"))
     report.documents = len(documents)
     if not documents:
         files = ", ".join(str(p) for p in paths)
         raise RayragError(
             f"{files}: no usable documents ({len(report.skipped)} rows skipped); each row needs a "
             "non-empty `text` and a `title`")
-    for entry in report.skipped[:20]:
-        log.warning("skipped %s", entry)
-    if len(report.skipped) > 20:
-        log.warning("... and %d more skipped rows", len(report.skipped) - 20)
+    report.skipped.log(log, "rows")
     return documents, report
 
 

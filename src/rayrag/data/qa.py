@@ -12,12 +12,12 @@ line counts that differ between aligned files are refused.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.io import SkippedRows, has_undecodable, json_lines, read_text, split_lines
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +34,10 @@ class QAExample:
 
 
 def _lines(path: Path) -> list[str]:
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    lines = raw.decode("utf-8", errors="surrogateescape").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
-    return [line.rstrip("\r") for line in lines]
+    return split_lines(read_text(path, fix="check --data_dir"))
 
 
-def _bad(s: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
-
-
-def _from_aligned(data_dir: Path, split: str, skipped: list[str]) -> list[QAExample]:
+def _from_aligned(data_dir: Path, split: str, skipped: SkippedRows) -> list[QAExample]:
     src_path, tgt_path = data_dir / f"{split}.source", data_dir / f"{split}.target"
     if not tgt_path.is_file():
         raise RayragError(f"{tgt_path}: missing; every {split}.source needs a {split}.target with its answers")
@@ -64,42 +54,33 @@ def _from_aligned(data_dir: Path, split: str, skipped: list[str]) -> list[QAExam
             f"{titles_path.name}")
     out = []
     for i, (q, a) in enumerate(zip(src, tgt)):
-        where = f"{src_path}:{i + 1}"
-        if _bad(q) or _bad(a) or (titles is not None and _bad(titles[i])):
-            skipped.append(f"{where}: non-UTF-8 bytes")
+        if has_undecodable(q) or has_undecodable(a) or (titles is not None and has_undecodable(titles[i])):
+            skipped.add(src_path, i + 1, "non-UTF-8 bytes")
             continue
         answers = tuple(x.strip() for x in a.split("\t") if x.strip())
         if not q.strip() or not answers:
-            skipped.append(f"{where}: blank {'question' if not q.strip() else 'answer'}")
+            skipped.add(src_path, i + 1, f"blank {'question' if not q.strip() else 'answer'}")
             continue
         gold = tuple(t.strip() for t in titles[i].split("\t") if t.strip()) if titles else ()
         out.append(QAExample(q.strip(), answers, gold))
     return out
 
 
-def _from_jsonl(path: Path, skipped: list[str]) -> list[QAExample]:
+def _from_jsonl(path: Path, skipped: SkippedRows) -> list[QAExample]:
     out = []
-    for i, line in enumerate(_lines(path)):
-        where = f"{path}:{i + 1}"
-        if not line.strip():
+    for lineno, row in json_lines(read_text(path, fix="check --data_dir")):
+        if isinstance(row, str):
+            skipped.add(path, lineno, row)
             continue
-        if _bad(line):
-            skipped.append(f"{where}: non-UTF-8 bytes")
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            skipped.append(f"{where}: not valid JSON ({e.msg})")
-            continue
-        if not isinstance(row, dict) or "question" not in row or "answers" not in row:
-            skipped.append(f"{where}: needs `question` and `answers`")
+        if "question" not in row or "answers" not in row:
+            skipped.add(path, lineno, "needs `question` and `answers`")
             continue
         answers = row["answers"] if isinstance(row["answers"], list) else [row["answers"]]
         answers = tuple(str(a).strip() for a in answers if str(a).strip())
         titles = row.get("titles") or row.get("gold_titles") or []
         question = str(row["question"]).strip()
         if not question or not answers:
-            skipped.append(f"{where}: blank {'question' if not question else 'answers'}")
+            skipped.add(path, lineno, f"blank {'question' if not question else 'answers'}")
             continue
         out.append(QAExample(question, answers, tuple(str(t) for t in titles)))
     return out
@@ -110,7 +91,7 @@ def load_split(data_dir: str | Path, split: str, limit: int = -1) -> list[QAExam
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise RayragError(f"--data_dir {data_dir}: no such directory")
-    skipped: list[str] = []
+    skipped = SkippedRows()
     if (data_dir / f"{split}.source").is_file():
         examples = _from_aligned(data_dir, split, skipped)
         origin = data_dir / f"{split}.source"
@@ -120,10 +101,7 @@ def load_split(data_dir: str | Path, split: str, limit: int = -1) -> list[QAExam
     else:
         raise RayragError(
             f"--data_dir {data_dir}: no {split}.source/{split}.target or {split}.jsonl; add the {split} split")
-    for entry in skipped[:20]:
-        log.warning("skipped %s", entry)
-    if len(skipped) > 20:
-        log.warning("... and %d more skipped examples", len(skipped) - 20)
+    skipped.log(log, "examples")
     if not examples:
         raise RayragError(f"{origin}: no usable examples ({len(skipped)} skipped); one question per line")
     return examples[:limit] if limit >= 0 else examples

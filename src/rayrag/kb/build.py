@@ -1,13 +1,13 @@
 """Build a knowledge base directory: documents -> passages -> vectors -> FAISS index, written atomically.
 
-Everything is written into a temporary sibling directory and renamed into place at the end, so
-a crash or a kill never leaves a half-built knowledge base under the final name.
+Everything is written into a temporary sibling directory and renamed into place at the end
+(`rayrag.io.atomic_dir`), so a crash or a kill never leaves a half-built knowledge base under the
+final name.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -18,6 +18,7 @@ from pathlib import Path
 from rayrag import encoders
 from rayrag.data.documents import ReadReport, read_documents, split_passages
 from rayrag.errors import RayragError
+from rayrag.io import atomic_dir
 from rayrag.kb import faiss_index
 from rayrag.kb.faiss_index import IndexParams
 from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest, describe_files
@@ -37,27 +38,6 @@ class BuildReport:
     seconds: dict = field(default_factory=dict)
 
 
-def remove_stale_temporaries(out: Path) -> None:
-    """Remove `.NAME.tmp-PID` / `.NAME.old-PID` siblings of `out` left by processes that died."""
-    import psutil
-
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        kind, _, pid = p.name.rpartition("-")
-        if kind.endswith((".tmp", ".old")) and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move `tmp` to `out`; an existing `out` is swapped out first and removed after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors, *, encoder: str,
                          index_type: str = "flat", params: IndexParams | None = None,
                          passage_words: int = 100, n_documents: int = 0, overwrite: bool = False,
@@ -68,15 +48,7 @@ def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors
     names the encoder `./encoder`): used for random `tiny` encoders that exist nowhere else."""
     from datasets import Dataset, Features, Sequence as HFSequence, Value
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise RayragError(f"{out}: already exists; pass --overwrite to replace it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         dim = int(vectors.shape[1])
         features = Features({"title": Value("string"), "text": Value("string"),
                              "embeddings": HFSequence(Value("float32"), length=dim)})
@@ -92,10 +64,7 @@ def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors
                             index_params=used, passage_words=passage_words, n_documents=n_documents)
         manifest.files = describe_files(tmp)
         manifest.write(tmp)
-        replace_dir(tmp, out)
-        return manifest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
 
 
 def build(docs: Sequence[Path], out: Path, *, encoder: str = encoders.MINILM, passage_words: int = 100,
@@ -122,7 +91,7 @@ def build(docs: Sequence[Path], out: Path, *, encoder: str = encoders.MINILM, pa
     with tempfile.TemporaryDirectory() as scratch:
         encoder_dir = None
         if encoder == "tiny":
-            from rayrag.model.tiny import save_tiny_encoder, train_tokenizer
+            from rayrag.tiny import save_tiny_encoder, train_tokenizer
 
             encoder_dir = save_tiny_encoder(Path(scratch) / "encoder", train_tokenizer(titles + texts))
         model, tokenizer = encoders.load_context_encoder(str(encoder_dir or encoder))

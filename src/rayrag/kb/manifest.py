@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.io import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -35,7 +36,8 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def write(self, kb_dir: Path) -> None:
-        (kb_dir / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        """Write `kb_dir/manifest.json` atomically (fsynced, renamed into place)."""
+        atomic_write_text(kb_dir / MANIFEST, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, kb_dir: Path) -> Manifest:

@@ -3,6 +3,9 @@
 For tests and for trying the pipeline with no network: `tiny` encoders are BERT checkpoints
 (their weights load into both DPR classes, like any BERT checkpoint), `tiny-bart` and `tiny-t5`
 are seq2seq generators. All share one tokenizer with [PAD] [UNK] [CLS] [SEP] [MASK].
+
+Not part of the production import path: `kb/build.py` and `model/assemble.py` import this module
+only when `--encoder tiny` or `--generator tiny-bart`/`tiny-t5` is asked for.
 """
 
 from __future__ import annotations
