@@ -19,9 +19,9 @@ def main() -> None:
     rank, world, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     kb_dir, queries_file, out = sys.argv[4], sys.argv[5], sys.argv[6]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    from rayrag.retrieval.factory import make_backend
+    from rayrag.retrieval.pytorch import TorchSpec
 
-    backend = make_backend("pytorch", kb_dir)
+    backend = TorchSpec(kb=kb_dir).connect()
     data = np.load(queries_file)
     calls = sorted(int(name.split("call")[1]) for name in data.files if name.startswith(f"rank{rank}_"))
     result = {}

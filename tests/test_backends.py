@@ -39,6 +39,44 @@ def ray_local():
     ray.shutdown()
 
 
+def local(kb):
+    from rayrag.retrieval.local import LocalSpec
+
+    return LocalSpec(kb=str(kb)).connect()
+
+
+def ray_service(kb, size, policy="rayrag", **pool):
+    """The pool's service, opened in this test process (which is connected to the test's Ray)."""
+    from rayrag.retrieval.options import RetrievalOptions
+    from rayrag.retrieval.ray.config import PoolConfig
+    from rayrag.retrieval.service import open_service
+
+    return open_service(RetrievalOptions(kb=kb, backend="ray", num_workers=size, policy=policy,
+                                         pool=PoolConfig(**pool)))
+
+
+def wait_until(what: str, check, timeout: float = 60.0):
+    """Poll `check()` (a state the code under test sets) until it is truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"no {what} after {timeout:.0f} s")
+
+
+@pytest.fixture
+def hold_dir(tmp_path, monkeypatch):
+    """Actors of pools created in this test hold calls while DIR/hold-I exists, after writing DIR/received-I."""
+    from rayrag.retrieval.ray.actor import HOLD_ENV
+
+    d = tmp_path / "hold"
+    d.mkdir()
+    monkeypatch.setenv(HOLD_ENV, str(d))
+    return d
+
+
 def _same(a, b) -> None:
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.vectors, b.vectors)
@@ -47,11 +85,9 @@ def _same(a, b) -> None:
 
 
 def test_local_backend_orders_ties_by_id(tie_kb):
-    from rayrag.retrieval.local import LocalBackend
-
     kb, vectors = tie_kb
     q = tie_queries(vectors, 12, seed=1)
-    r = LocalBackend(kb).retrieve(q, K)
+    r = local(kb).retrieve(q, K)
     np.testing.assert_array_equal(r.ids, expected_top_k(vectors, q, K))
     np.testing.assert_array_equal(r.vectors, vectors[r.ids])
     # the stored vector queries really tie: three equal top scores
@@ -59,21 +95,54 @@ def test_local_backend_orders_ties_by_id(tie_kb):
 
 
 def test_pytorch_world_size_one_is_local(tie_kb):
-    from rayrag.retrieval.local import LocalBackend
-    from rayrag.retrieval.pytorch import TorchDistributedBackend
+    from rayrag.retrieval.pytorch import TorchSpec
 
     kb, vectors = tie_kb
     q = tie_queries(vectors, 20, seed=2)  # more than one FAISS sub-batch of 8
-    backend = TorchDistributedBackend(kb)
-    assert backend.world == 1 and backend.group is None
-    _same(backend.retrieve(q, K), LocalBackend(kb).retrieve(q, K))
-    backend.close()
+    client = TorchSpec(kb=str(kb)).connect()
+    assert client.world == 1 and client.group is None
+    _same(client.retrieve(q, K), local(kb).retrieve(q, K))
+    client.close()
+
+
+def test_specs_travel_as_json_and_search_settings_are_not_left_behind(tie_kb):
+    """Every backend's spec survives to_json/load_spec; a search changes no process-wide FAISS setting."""
+    import faiss
+
+    from rayrag.retrieval.options import RetrievalOptions
+    from rayrag.retrieval.service import load_spec, open_service
+
+    kb, vectors = tie_kb
+    q = tie_queries(vectors, 9, seed=21)
+    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+    for backend in ("local", "pytorch"):
+        service = open_service(RetrievalOptions(kb=kb, backend=backend))
+        spec = load_spec(service.spec.to_json())
+        assert spec == service.spec and spec.backend == backend
+        client = spec.connect()
+        r = client.retrieve(q, K)
+        np.testing.assert_array_equal(r.ids, expected_top_k(vectors, q, K))
+        p = client.passages(r.ids)
+        assert p.texts == r.texts and p.titles == r.titles
+        np.testing.assert_array_equal(p.vectors, r.vectors)
+        client.close()
+        service.close()
+    assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, threads)
+
+
+def test_bad_backend_and_spec_name_the_fix(tie_kb):
+    from rayrag.errors import RayragError
+    from rayrag.retrieval.options import RetrievalOptions
+    from rayrag.retrieval.service import load_spec, open_service
+
+    with pytest.raises(RayragError, match="--distributed_retriever 'faiss': choose one of local, pytorch, ray"):
+        open_service(RetrievalOptions(kb=tie_kb[0], backend="faiss"))
+    with pytest.raises(RayragError, match="not a rayrag retrieval spec"):
+        load_spec("{}")
 
 
 def test_pytorch_two_ranks_uneven_batches_match_local(tie_kb, tmp_path):
     """Two gloo ranks with different batch sizes (5 and 3, then 2 and 0) get exactly the local results."""
-    from rayrag.retrieval.local import LocalBackend
-
     kb, vectors = tie_kb
     sizes = {0: [5, 2], 1: [3, 0]}
     queries = {f"rank{r}_call{c}": tie_queries(vectors, n, seed=10 * r + c)
@@ -91,12 +160,12 @@ def test_pytorch_two_ranks_uneven_batches_match_local(tie_kb, tmp_path):
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0, 0], outs
-    local = LocalBackend(kb)
+    client = local(kb)
     for r, ns in sizes.items():
         got = np.load(tmp_path / f"out{r}.npz")
         assert int(got["backend_rank"]) == r
         for c, n in enumerate(ns):
-            want = local.retrieve(queries[f"rank{r}_call{c}"], K)
+            want = client.retrieve(queries[f"rank{r}_call{c}"], K)
             assert got[f"ids{c}"].shape == (n, K)
             np.testing.assert_array_equal(got[f"ids{c}"], want.ids)
             np.testing.assert_array_equal(got[f"ids{c}"], expected_top_k(vectors, queries[f"rank{r}_call{c}"], K))
@@ -107,39 +176,37 @@ def test_pytorch_two_ranks_uneven_batches_match_local(tie_kb, tmp_path):
 
 @pytest.mark.parametrize("policy", ["rayrag", "reference"])
 def test_ray_pool_matches_local(tie_kb, ray_local, policy):
-    from rayrag.retrieval.factory import make_backend
-    from rayrag.retrieval.local import LocalBackend
-
     kb, vectors = tie_kb
-    local = LocalBackend(kb)
-    backend = make_backend("ray", kb, num_workers=2, policy=policy)
+    want = local(kb)
+    service = ray_service(kb, 2, policy)
+    client = service.spec.connect()
     try:
-        assert backend.connection.connected is False  # joined this test's Ray, will not shut it down
+        assert client.connection.connected is False  # joined this test's Ray, will not shut it down
         for seed, n in [(3, 8), (4, 19), (5, 0)]:
             q = tie_queries(vectors, n, seed)
-            _same(backend.retrieve(q, K), local.retrieve(q, K))
-            scores, ids = backend.search(q, K)
+            _same(client.retrieve(q, K), want.retrieve(q, K))
+            scores, ids = client.search(q, K)
             np.testing.assert_array_equal(ids, expected_top_k(vectors, q, K))
         if policy == "reference":  # random actor choice: both actors served calls
             for _ in range(20):
-                backend.retrieve(tie_queries(vectors, 2, 6), K)
-            assert all(s["calls"] > 0 for s in backend.stats())
+                client.retrieve(tie_queries(vectors, 2, 6), K)
+            assert all(s["calls"] > 0 for s in service.stats())
         else:  # pinned: rank 0 always uses actor 0
-            assert [s["calls"] for s in backend.stats()] == [6, 0]
+            assert [s["calls"] for s in service.stats()] == [6, 0]
+        client.close()
+        assert len(service.pids()) == 2  # a client's close leaves the service's actors alone
     finally:
-        backend.close()
-    with pytest.raises(ValueError):  # the actors are gone: killed by close()
-        ray_local.get_actor(backend.pool.spec.actor_name(0), namespace="rayrag")
+        service.close()
+    with pytest.raises(ValueError):  # the actors are gone: killed by the service's close()
+        ray_local.get_actor(f"{service.spec.name}-0", namespace="rayrag")
 
 
 def test_concurrent_calls_from_many_threads(tie_kb, ray_local):
     """Four client threads pinned to one actor at once: every call gets its own exact rows back
     (merged searches are split correctly)."""
-    from rayrag.retrieval.ray_pool import RayBackend
-
     kb, vectors = tie_kb
-    owner = RayBackend.start(kb, 1)
-    clients = [RayBackend(owner.pool, rank=r) for r in range(4)]
+    service = ray_service(kb, 1)
+    clients = [service.spec.connect(rank=r) for r in range(4)]
     errors, done = [], []
 
     def run(client, seed):
@@ -159,153 +226,141 @@ def test_concurrent_calls_from_many_threads(tie_kb, ray_local):
             t.join(timeout=120)
         assert not errors, errors
         assert sorted(done) == [0, 1, 2, 3]
-        stats = owner.stats()[0]
+        stats = service.stats()[0]
         assert stats["calls"] == 60 and sum(n * c for n, c in stats["sizes"].items()) == 60
     finally:
-        owner.close()
+        service.close()
 
 
-def _wait_restarted(backend, old_pid: int, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            pid = backend.actor_pids()[0]
-            if pid != old_pid:
-                return pid
-        except Exception:  # restarting
-            pass
-        time.sleep(0.5)
-    raise AssertionError("actor was not restarted")
+def _restarted(service, old_pid: int) -> int | None:
+    try:
+        pid = service.pids()[0]
+    except Exception:  # restarting
+        return None
+    return pid if pid != old_pid else None
 
 
-def test_actor_killed_during_call_same_ids(tie_kb, ray_local):
-    """SIGKILL of the actor that holds a call in flight: the call is re-sent to the other actor and
-    returns the same ids, well before the call timeout; Ray restarts the killed actor."""
-    from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
-
+def test_actor_killed_during_call_same_ids(tie_kb, ray_local, hold_dir):
+    """SIGKILL of the actor that holds a call in flight (it said it received the call): the call is re-sent
+    to the other actor and returns the same ids, well before the call timeout; Ray restarts the killed actor."""
     kb, vectors = tie_kb
-    config = PoolConfig(call_timeout_s=60, suspect_s=1.0)
-    backend = RayBackend.start(kb, 2, config=config)
+    service = ray_service(kb, 2, call_timeout_s=60, suspect_s=1.0)
+    client = service.spec.connect()
     q = tie_queries(vectors, 8, seed=11)
     want = expected_top_k(vectors, q, K)
-    pid0 = backend.actor_pids()[0]  # rank 0 is pinned to actor 0
-    result, box = {}, {}
+    pid0 = service.pids()[0]  # rank 0 is pinned to actor 0
+    result = {}
     try:
-        os.kill(pid0, signal.SIGSTOP)  # hold the call inside actor 0 ...
-        t = threading.Thread(target=lambda: result.update(r=backend.retrieve(q, K), t=time.monotonic()))
+        (hold_dir / "hold-0").touch()  # actor 0 holds the calls it receives ...
+        t = threading.Thread(target=lambda: result.update(r=client.retrieve(q, K), t=time.monotonic()))
         t0 = time.monotonic()
         t.start()
-        time.sleep(1.0)
-        assert t.is_alive()  # ... the call is in flight
-        os.kill(pid0, signal.SIGKILL)  # ... and kill the actor under it
+        wait_until("call inside actor 0", (hold_dir / "received-0").exists)
+        os.kill(pid0, signal.SIGKILL)  # ... and dies under the call
+        (hold_dir / "hold-0").unlink()
         t.join(timeout=50)
         assert not t.is_alive()
         np.testing.assert_array_equal(result["r"].ids, want)
-        assert result["t"] - t0 < config.call_timeout_s / 2  # answered after the death, not a timeout
-        assert backend.retries >= 1
-        box["pid"] = _wait_restarted(backend, pid0)
-        time.sleep(config.suspect_s)
-        np.testing.assert_array_equal(backend.retrieve(q, K).ids, want)
-        calls_after = backend.stats()[0]["calls"]
-        assert calls_after >= 1  # the restarted actor 0 serves again
+        assert result["t"] - t0 < 60 / 2  # answered after the death, not a timeout
+        assert client.retries >= 1
+        wait_until("restarted actor 0", lambda: _restarted(service, pid0))
+        client.suspect_until[0] = 0.0  # actor 0 is back: stop passing it over
+        np.testing.assert_array_equal(client.retrieve(q, K).ids, want)
+        assert service.stats()[0]["calls"] == 1  # the restarted actor 0 served it
     finally:
-        backend.close()
+        service.close()
 
 
-def test_single_actor_killed_during_call_is_waited_for_while_it_restarts(tie_kb, ray_local):
+def test_single_actor_killed_during_call_is_waited_for_while_it_restarts(tie_kb, ray_local, hold_dir):
     """One actor, killed under a call, with a restart left: the call waits for the restart (tries that find the
     actor restarting do not count against max_attempts) instead of spending its 2 tries in a fraction of a
     second, and gets the right ids from the restarted actor."""
-    from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
-
     kb, vectors = tie_kb
-    backend = RayBackend.start(kb, 1, config=PoolConfig(call_timeout_s=60, max_restarts=1, max_attempts=2,
-                                                        retry_backoff_s=0.01))
+    service = ray_service(kb, 1, call_timeout_s=60, max_restarts=1, max_attempts=2, retry_backoff_s=0.01)
+    client = service.spec.connect()
     q = tie_queries(vectors, 4, seed=15)
-    pid = backend.actor_pids()[0]
+    pid = service.pids()[0]
     box: dict = {}
 
     def call():
         try:
-            box["ids"] = backend.retrieve(q, K).ids
+            box["ids"] = client.retrieve(q, K).ids
         except Exception as e:  # reported below
             box["error"] = e
 
     try:
-        os.kill(pid, signal.SIGSTOP)  # hold the call inside the actor ...
+        (hold_dir / "hold-0").touch()
         t = threading.Thread(target=call)
         t.start()
-        time.sleep(1.0)
-        assert t.is_alive()
-        os.kill(pid, signal.SIGKILL)  # ... and kill it under the call
+        wait_until("call inside the actor", (hold_dir / "received-0").exists)
+        os.kill(pid, signal.SIGKILL)  # killed under the call
+        (hold_dir / "hold-0").unlink()
         t.join(timeout=60)
         assert not t.is_alive() and "error" not in box, box
         np.testing.assert_array_equal(box["ids"], expected_top_k(vectors, q, K))
-        assert backend.retries >= 1 and _wait_restarted(backend, pid) != pid
+        assert client.retries >= 1 and wait_until("restarted actor", lambda: _restarted(service, pid)) != pid
     finally:
-        backend.close()
+        service.close()
 
 
 def test_hung_actor_call_times_out_and_is_resent(tie_kb, ray_local):
-    from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
-
     kb, vectors = tie_kb
-    backend = RayBackend.start(kb, 2, config=PoolConfig(call_timeout_s=2.0, suspect_s=30.0))
+    service = ray_service(kb, 2, call_timeout_s=2.0, suspect_s=30.0)
+    client = service.spec.connect()
     q = tie_queries(vectors, 6, seed=12)
-    pid0 = backend.actor_pids()[0]
+    pid0 = service.pids()[0]
     try:
         os.kill(pid0, signal.SIGSTOP)
         t0 = time.monotonic()
-        r = backend.retrieve(q, K)
+        r = client.retrieve(q, K)
         elapsed = time.monotonic() - t0
         np.testing.assert_array_equal(r.ids, expected_top_k(vectors, q, K))
-        assert 2.0 <= elapsed < 20 and backend.retries == 1
+        assert 2.0 <= elapsed < 20 and client.retries == 1
         t0 = time.monotonic()
-        backend.retrieve(q, K)  # the hung actor is passed over now: no second timeout
+        client.retrieve(q, K)  # the hung actor is passed over now: no second timeout
         assert time.monotonic() - t0 < 2.0
     finally:
         os.kill(pid0, signal.SIGCONT)
-        backend.close()
+        service.close()
 
 
 def test_retries_exhausted_raise_retrieval_error(tie_kb, ray_local):
     from rayrag.errors import RetrievalError
-    from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
 
     kb, vectors = tie_kb
-    backend = RayBackend.start(kb, 1, config=PoolConfig(call_timeout_s=5.0, max_restarts=0, max_attempts=3,
-                                                        retry_backoff_s=0.1))
+    service = ray_service(kb, 1, call_timeout_s=5.0, max_restarts=0, max_attempts=3, retry_backoff_s=0.1)
+    client = service.spec.connect()
     try:
-        os.kill(backend.actor_pids()[0], signal.SIGKILL)
+        os.kill(service.pids()[0], signal.SIGKILL)
         t0 = time.monotonic()
         with pytest.raises(RetrievalError, match=r"retrieval failed after 3 tries on the 1 actors of pool rayrag-"):
-            backend.retrieve(tie_queries(vectors, 2, seed=13), K)
+            client.retrieve(tie_queries(vectors, 2, seed=13), K)
         assert time.monotonic() - t0 < 3 * 5.0 + 5
     finally:
-        backend.close()
+        service.close()
 
 
-def test_attach_by_name_from_another_process(tie_kb, ray_local, tmp_path):
-    """A process that did not create the pool finds it through RAYRAG_RAY_POOL (as DDP ranks do)."""
-    from rayrag.retrieval.ray_pool import POOL_ENV, RayBackend
-
+def test_client_in_another_process_from_the_spec(tie_kb, ray_local, tmp_path):
+    """A process that did not create the pool makes its client from the service's spec (as a DDP rank, a Ray
+    Train worker or a Tune trial does): it uses the pool, and closing it leaves the pool to its owner."""
     kb, vectors = tie_kb
-    owner = RayBackend.start(kb, 2)
+    service = ray_service(kb, 2)
     q = tie_queries(vectors, 5, seed=14)
     np.save(tmp_path / "q.npy", q)
-    code = ("import numpy as np, sys; from rayrag.retrieval.factory import make_backend; "
-            f"b = make_backend('ray', {str(kb)!r}); r = b.retrieve(np.load({str(tmp_path / 'q.npy')!r}), {K}); "
-            f"np.save({str(tmp_path / 'ids.npy')!r}, r.ids); print(b.rank, b.owns_pool); b.close()")
+    code = ("import numpy as np, sys; from rayrag.retrieval.service import load_spec; "
+            f"c = load_spec(sys.argv[1]).connect(); r = c.retrieve(np.load({str(tmp_path / 'q.npy')!r}), {K}); "
+            f"np.save({str(tmp_path / 'ids.npy')!r}, r.ids); print(c.rank, c.connection.connected); c.close()")
     try:
-        env = child_env(**{POOL_ENV: owner.pool.spec.to_json()})
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-c", code, service.spec.to_json()], env=child_env(),
+                              capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stdout.split()[-2:] == ["0", "False"]
+        assert proc.stdout.split()[-2:] == ["0", "True"]
         np.testing.assert_array_equal(np.load(tmp_path / "ids.npy"), expected_top_k(vectors, q, K))
-        assert owner.stats()[0]["calls"] == 1  # served by the pool, not by a pool of its own
-        np.testing.assert_array_equal(owner.retrieve(q, K).ids, expected_top_k(vectors, q, K))
+        assert service.stats()[0]["calls"] == 1  # served by the pool, not by a pool of its own
+        client = service.spec.connect()
+        np.testing.assert_array_equal(client.retrieve(q, K).ids, expected_top_k(vectors, q, K))
     finally:
-        owner.close()
+        service.close()
 
 
 def test_train_options_retrieval_flags(tmp_path):
@@ -327,7 +382,7 @@ def test_train_options_retrieval_flags(tmp_path):
 def test_coalescer_merges_requests_that_wait_together():
     """While one batch runs, requests that arrive are merged into the next batch, each gets its own result,
     and an error of a batch reaches every request of that batch."""
-    from rayrag.retrieval.coalesce import Coalescer
+    from rayrag.retrieval.ray.coalesce import Coalescer
 
     release = threading.Event()
     batches: list[list[int]] = []
@@ -374,7 +429,7 @@ def test_coalescer_merges_requests_that_wait_together():
 
 def test_unreachable_ray_address_fails_fast_with_the_fix():
     port = free_port()  # nothing listens there
-    code = ("from rayrag.retrieval.ray_connect import connect\n"
+    code = ("from rayrag.retrieval.ray.connect import connect\n"
             f"connect('127.0.0.1:{port}', namespace='rayrag')")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
@@ -386,8 +441,7 @@ def test_unreachable_ray_address_fails_fast_with_the_fix():
 
 def test_pool_over_missing_kb_names_the_cause(ray_local, tmp_path):
     from rayrag.errors import RetrievalError
-    from rayrag.retrieval.ray_pool import PoolConfig, RayBackend
 
     with pytest.raises(RetrievalError, match=r"retrieval actors over .*did not start: ActorDiedError: "
                                              r"rayrag.errors.RayragError: .*no such knowledge base directory"):
-        RayBackend.start(tmp_path / "missing", 2, config=PoolConfig(ready_timeout_s=120))
+        ray_service(tmp_path / "missing", 2, ready_timeout_s=120)

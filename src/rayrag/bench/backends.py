@@ -1,9 +1,8 @@
-"""A benchmark backend name (`local`, `pytorch`, `ray:M`, `ray-hf:M`) -> a retrieval backend from the factory,
-and the memory of the processes that hold its index."""
+"""A benchmark backend name (`local`, `pytorch`, `ray:M`, `ray-hf:M`) -> a retrieval service, and the memory
+of the processes that hold its index."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -11,33 +10,24 @@ import numpy as np
 
 from rayrag.bench import memory
 from rayrag.bench.options import BackendSpec
-from rayrag.retrieval.base import RetrievalBackend
-
-MODULES = {"local": "rayrag.retrieval.local", "pytorch": "rayrag.retrieval.pytorch",
-           "ray": "rayrag.retrieval.ray_pool", "ray-hf": "rayrag.retrieval.ray_pool"}
-"""The module that implements each kind of backend."""
+from rayrag.retrieval.base import RetrievalClient, RetrievalService
 
 POLICIES = {"ray": "rayrag", "ray-hf": "reference"}
 """The pool policy of each ray kind: rayrag's own, or the reference's (random actor, private index copies)."""
 
 
-def available(spec: BackendSpec) -> bool:
-    """Whether this rayrag has the module that implements `spec`."""
-    return importlib.util.find_spec(MODULES[spec.kind]) is not None
+def open_service(spec: BackendSpec, kb_dir: Path, *, ray_address: str | None) -> RetrievalService:
+    """The retrieval service of backend `spec` over `kb_dir`, opened by the benchmark's driver for one run;
+    its spec travels to every rank, which connects its own client."""
+    from rayrag.retrieval.options import RetrievalOptions
+    from rayrag.retrieval.service import open_service as open_retrieval
+
+    backend = "ray" if spec.kind in POLICIES else spec.kind
+    return open_retrieval(RetrievalOptions(kb=kb_dir, backend=backend, num_workers=max(1, spec.actors),
+                                           ray_address=ray_address, policy=POLICIES.get(spec.kind, "rayrag")))
 
 
-def open_backend(spec: BackendSpec, kb_dir: Path, *, ray_address: str | None) -> RetrievalBackend:
-    """Connect this training process to backend `spec` over `kb_dir`.
-
-    A collective for pytorch and ray: call it on every rank at the same point, after the gloo group."""
-    from rayrag.retrieval.factory import make_backend
-
-    if spec.kind in ("local", "pytorch"):
-        return make_backend(spec.kind, kb_dir)
-    return make_backend("ray", kb_dir, num_workers=spec.actors, ray_address=ray_address, policy=POLICIES[spec.kind])
-
-
-def index_memory(spec: BackendSpec, backend: RetrievalBackend, rank: int, pss_before: int, kb_dir: Path,
+def index_memory(spec: BackendSpec, client: RetrievalClient, rank: int, pss_before: int, kb_dir: Path,
                  probe_kb: Path | None) -> dict:
     """This rank's share of the index memory: {"pids", "growth_bytes", "index_file", "passages_files"}.
 
@@ -53,22 +43,23 @@ def index_memory(spec: BackendSpec, backend: RetrievalBackend, rank: int, pss_be
         pids = [os.getpid()]
         growth = memory.pss() - pss_before
     else:
-        pids, growth = _actor_growth(backend, probe_kb)
+        pids, growth = _actor_growth(client, probe_kb)
     return {"pids": pids, "growth_bytes": growth, **memory.kb_file_pss(pids, kb_dir)}
 
 
-def _actor_growth(backend, probe_kb: Path) -> tuple[list[int], int]:
+def _actor_growth(client, probe_kb: Path) -> tuple[list[int], int]:
     import ray
 
-    from rayrag.retrieval.ray_pool import PoolConfig, RayPool
+    from rayrag.retrieval.ray.config import PoolConfig
+    from rayrag.retrieval.ray.pool import RayPool
 
-    pool = backend.pool
-    probe = RayPool.create(probe_kb, 1, address=pool.spec.address, policy=pool.spec.policy,
+    pool = client.pool
+    probe = RayPool.create(probe_kb, 1, policy=client.spec.policy,
                            config=PoolConfig(faiss_threads=int(pool.info["threads"])))
     try:
         q = np.zeros((1, int(probe.info["dim"])), dtype=np.float32)
         ray.get(probe.actors[0].retrieve.remote(q, 1), timeout=120)
-        pids = backend.actor_pids()
+        pids = pool.pids()
         probe_pss = memory.pss(probe.pids()[0])
         after = memory.total_pss(pids)
     finally:

@@ -16,7 +16,6 @@ import statistics
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from rayrag.bench import data
@@ -71,24 +70,18 @@ def measure_floor(kb_dir: Path, *, n_queries: int, batch_size: int, k: int, seed
     q = np.concatenate([data.queries(seed, r, 0, batch_size, centres)
                         for r in range(-(-n_queries // batch_size))])[:n_queries]
     kk = min(len(kb), k + TIE_MARGIN)
-    previous_threshold = int(faiss.cvar.distance_compute_blas_threshold)
-    default_threads = faiss.omp_get_max_threads()
     trials = []
-    try:
-        for threads in range(1, (os.cpu_count() or 1) + 1):
-            for threshold in sorted({FAISS_DEFAULT_BLAS_THRESHOLD, 1}, reverse=True):
-                SearchSettings(blas_threshold=threshold, threads=threads).apply()
+    for threads in range(1, (os.cpu_count() or 1) + 1):
+        for threshold in sorted({FAISS_DEFAULT_BLAS_THRESHOLD, 1}, reverse=True):
+            with SearchSettings(blas_threshold=threshold, threads=threads).applied():
                 times = _seconds(lambda: kb.index.search(q, kk), repeats)
-                trials.append({"threads": threads, "blas_threshold": threshold,
-                               "search_s": statistics.median(times), "min_s": min(times)})
-                log.info("floor: %d threads, BLAS threshold %d: median %.4f s, min %.4f s", threads, threshold,
-                         statistics.median(times), min(times))
-        best = min(trials, key=lambda t: t["search_s"])
-        settings = SearchSettings(blas_threshold=best["blas_threshold"], threads=best["threads"])
-        settings.apply()
-        retrieve_s = statistics.median(_seconds(lambda: search_mod.retrieve(kb, q, k, settings), repeats))
-    finally:
-        SearchSettings(blas_threshold=previous_threshold, threads=default_threads).apply()
+            trials.append({"threads": threads, "blas_threshold": threshold,
+                           "search_s": statistics.median(times), "min_s": min(times)})
+            log.info("floor: %d threads, BLAS threshold %d: median %.4f s, min %.4f s", threads, threshold,
+                     statistics.median(times), min(times))
+    best = min(trials, key=lambda t: t["search_s"])
+    settings = SearchSettings(blas_threshold=best["blas_threshold"], threads=best["threads"])
+    retrieve_s = statistics.median(_seconds(lambda: search_mod.retrieve(kb, q, k, settings), repeats))
     return {"search_s": best["search_s"], "settings": {"threads": best["threads"],
                                                          "blas_threshold": best["blas_threshold"]},
             "retrieve_s": retrieve_s, "stream_s": stream_seconds(kb_dir, index_type, repeats),

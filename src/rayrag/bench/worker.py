@@ -1,6 +1,6 @@
 """One training process of the benchmark: the loop a DDP rank runs, with only its retrieval calls timed.
 
-Each step: make B seeded query vectors -> the full retrieval call (`backend.retrieve`: ids,
+Each step: make B seeded query vectors -> the full retrieval call (`client.retrieve`: ids,
 passage vectors and texts) -> the simulated compute time -> a small all-reduce, as DDP's
 gradient sync would. Results go back to the launcher through a queue.
 """
@@ -31,10 +31,11 @@ class RankJob:
     port: int
     """TCP port of the gloo rendezvous on 127.0.0.1."""
     spec: BackendSpec
+    retrieval_spec: str
+    """The spec (JSON) of the retrieval service the driver opened for this run; each rank connects a client."""
     kb_dir: Path
     probe_kb: Path | None
     """A knowledge base of a few vectors, for the baseline memory of a ray actor (see `backends.index_memory`)."""
-    ray_address: str | None
     steps: int
     warmup_steps: int
     batch_size: int
@@ -74,7 +75,9 @@ def _loop(job: RankJob, queue) -> dict:
     try:
         dist.barrier()
         pss_before = memory.pss()
-        backend = backends.open_backend(job.spec, job.kb_dir, ray_address=job.ray_address)
+        from rayrag.retrieval.service import load_spec
+
+        client = load_spec(job.retrieval_spec).connect()
         try:
             centres = data.centres(job.seed, job.clusters, job.dim)
             grad = torch.zeros(GRAD_FLOATS)
@@ -85,7 +88,7 @@ def _loop(job: RankJob, queue) -> dict:
             for step in range(total):
                 q = data.queries(job.seed, job.rank, step, job.batch_size, centres)
                 t0 = time.perf_counter()
-                r = backend.retrieve(q, job.n_docs)
+                r = client.retrieve(q, job.n_docs)
                 dt = time.perf_counter() - t0
                 _check(r, job)
                 timed = step - job.warmup_steps
@@ -96,15 +99,15 @@ def _loop(job: RankJob, queue) -> dict:
                 dist.all_reduce(grad)
                 if step == job.warmup_steps - 1:  # every holder has mapped the index: measure
                     dist.barrier()
-                    mem = backends.index_memory(job.spec, backend, job.rank, pss_before, job.kb_dir, job.probe_kb)
+                    mem = backends.index_memory(job.spec, client, job.rank, pss_before, job.kb_dir, job.probe_kb)
                     dist.barrier()
                 if job.rank == 0:
                     queue.put(("step", job.rank, step + 1 - job.warmup_steps))
-            # what the backend says about itself (the ray pool: calls and merged searches per actor)
-            stats = backend.stats() if job.rank == 0 and callable(getattr(backend, "stats", None)) else None
+            # the ray pool's own counters: calls and merged searches per actor
+            stats = client.pool.stats() if job.rank == 0 and job.spec.kind in backends.POLICIES else None
             dist.barrier()
         finally:
-            backend.close()
+            client.close()
     finally:
         dist.destroy_process_group()
     return {"rank": job.rank, "pid": os.getpid(), "seconds": seconds, "ids": ids, "memory": mem,
@@ -115,7 +118,6 @@ def main(job: RankJob, queue) -> None:
     """Entry point of a spawned training process: run the loop, put ("result" | "error", rank, payload)."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.pop("RAYRAG_RAY_POOL", None)  # each run makes its own pool; never join one left in the environment
     try:
         queue.put(("result", job.rank, _loop(job, queue)))
     except BaseException:  # the launcher reports it with the backend and rank

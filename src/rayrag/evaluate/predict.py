@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -32,38 +31,31 @@ class Prediction:
 def predict(loaded: LoadedModel, questions: Sequence[str], *, batch_size: int = 16, num_beams: int = 1,
             max_length: int = 25, n_docs: int | None = None, max_source_length: int = 128,
             progress: bool = True) -> list[Prediction]:
-    """Generate an answer for each question; RAG predictions carry their retrieved passages with scores."""
+    """Generate an answer for each question; RAG predictions carry their retrieved passages with scores.
+
+    A RAG model retrieves through its own retriever inside `generate`, exactly as in training and
+    validation; the passages reported are that call's (`RayragRetriever.last`)."""
     model, qtok, gtok = loaded.model, loaded.question_tokenizer, loaded.generator_tokenizer
     model.eval()
     device = next(model.parameters()).device
     is_rag = loaded.info.is_rag
     k = n_docs or (model.config.n_docs if is_rag else 0)
+    if is_rag:
+        loaded.retriever.client.check_k(k)
     out: list[Prediction] = []
     bar = tqdm(total=len(questions), desc="answering", unit="q", disable=not progress)
     for start in range(0, len(questions), batch_size):
         batch = list(questions[start:start + batch_size])
         enc = qtok(batch, truncation=True, max_length=max_source_length, padding=True, return_tensors="pt").to(device)
-        if not is_rag:
-            ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                 num_beams=num_beams, max_length=max_length)
-            out.extend(Prediction(q, a) for q, a in zip(batch, gtok.batch_decode(ids, skip_special_tokens=True)))
-            bar.update(len(batch))
-            continue
-        # Retrieve once here so the passages can be reported, then generate from them.
-        q_vec = model.question_encoder(enc["input_ids"], attention_mask=enc["attention_mask"])[0]
-        r = loaded.retriever.backend.retrieve(q_vec.float().cpu().numpy().astype(np.float32), k)
-        docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(batch))]
-        strings = qtok.batch_decode(enc["input_ids"], skip_special_tokens=True)
-        ctx_ids, ctx_mask = loaded.retriever.postprocess_docs(
-            docs, strings, getattr(model.config.generator, "prefix", None), k, return_tensors="pt")
-        doc_vecs = torch.from_numpy(np.array(r.vectors, dtype=np.float32)).to(q_vec)
-        doc_scores = torch.bmm(q_vec.unsqueeze(1), doc_vecs.transpose(1, 2)).squeeze(1)
-        ids = model.generate(context_input_ids=ctx_ids.to(device), context_attention_mask=ctx_mask.to(device),
-                             doc_scores=doc_scores, num_beams=num_beams, max_length=max_length, n_docs=k)
+        kwargs = {"n_docs": k} if is_rag else {}
+        ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], num_beams=num_beams,
+                             max_length=max_length, **kwargs)
         answers = gtok.batch_decode(ids, skip_special_tokens=True)
+        r = loaded.retriever.last if is_rag else None
         for i, (q, a) in enumerate(zip(batch, answers)):
-            passages = [{"id": int(r.ids[i, j]), "score": float(r.scores[i, j]), "title": r.titles[i][j],
-                         "text": r.texts[i][j]} for j in range(k)]
+            passages = [] if r is None else [
+                {"id": int(r.ids[i, j]), "score": float(r.scores[i, j]), "title": r.titles[i][j], "text": r.texts[i][j]}
+                for j in range(k)]
             out.append(Prediction(q, a, passages))
         bar.update(len(batch))
     bar.close()

@@ -11,12 +11,11 @@ A RAG directory loads with plain transformers too (`RagTokenForGeneration.from_p
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.io import atomic_dir
 
 INFO_FILE = "rayrag.json"
 RAG_TYPES = ("rag_sequence", "rag_token")
@@ -68,7 +67,7 @@ def read_info(model_dir: Path) -> ModelInfo:
         raise RayragError(f"{config}: damaged ({e})") from e
     arch = " ".join(cfg.get("architectures") or [])
     if cfg.get("model_type") == "rag":
-        return ModelInfo("rag_token" if "RagToken" in arch else "rag_sequence", cfg.get("passages_path"))
+        return ModelInfo("rag_token" if "RagToken" in arch else "rag_sequence", _kb_of_config(cfg))
     if cfg.get("is_encoder_decoder"):
         return ModelInfo("seq2seq")
     raise RayragError(
@@ -76,30 +75,28 @@ def read_info(model_dir: Path) -> ModelInfo:
         f"{cfg.get('model_type')!r}); create one with `rayrag init-model`")
 
 
+def _kb_of_config(cfg: dict) -> str | None:
+    """The knowledge base directory a RAG config's `passages_path` / `index_path` point into (both inside one
+    directory, as `rayrag init-model` writes them), or None."""
+    paths = [Path(p) for p in (cfg.get("passages_path"), cfg.get("index_path")) if p]
+    parents = {p.parent for p in paths}
+    return str(parents.pop()) if len(parents) == 1 else None
+
+
 def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokenizer, info: ModelInfo,
                overwrite: bool = True) -> Path:
-    """Write a model directory atomically: into a temporary sibling, then renamed into place."""
+    """Write a model directory atomically (`rayrag.io.atomic_dir`): into a temporary sibling, fsynced,
+    then renamed into place; an existing `out_dir` is refused unless `overwrite`."""
     from transformers import RagTokenizer
 
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from rayrag.kb.build import remove_stale_temporaries, replace_dir
-
-    remove_stale_temporaries(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         if info.is_rag:
             RagTokenizer(question_encoder=question_tokenizer, generator=generator_tokenizer).save_pretrained(tmp)
         else:
             generator_tokenizer.save_pretrained(tmp)
         (tmp / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -114,10 +111,10 @@ class LoadedModel:
     retriever: object = None
 
 
-def load_model(model_dir: str | Path, *, kb: str | Path | None = None, backend=None,
+def load_model(model_dir: str | Path, *, kb: str | Path | None = None, client=None,
                retrieval: bool = True) -> LoadedModel:
-    """Load a model directory. RAG models get a `RayragRetriever` over `backend`, or over a local
-    backend on `kb` (default: the knowledge base recorded at `init-model` time); with
+    """Load a model directory. RAG models get a `RayragRetriever` over the retrieval `client`, or over a
+    local client on `kb` (default: the knowledge base recorded at `init-model` time); with
     `retrieval=False` no retriever is attached (training attaches one per process)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, RagConfig, RagTokenizer
 
@@ -135,27 +132,27 @@ def load_model(model_dir: str | Path, *, kb: str | Path | None = None, backend=N
         raise RayragError(f"{model_dir}: cannot load the model ({str(e).splitlines()[0]})") from e
     if not retrieval:
         return LoadedModel(model, tokenizers.question_encoder, tokenizers.generator, info)
-    if backend is None:
-        from rayrag.retrieval.local import LocalBackend
+    if client is None:
+        from rayrag.retrieval.local import LocalSpec
 
         kb_path = kb or info.kb
         if kb_path is None:
             raise RayragError(f"{model_dir}: no knowledge base recorded; pass --kb KB_DIR")
-        backend = LocalBackend(kb_path)
-    retriever = attach_retriever(model, tokenizers.question_encoder, tokenizers.generator, backend,
+        client = LocalSpec(kb=str(kb_path)).connect()
+    retriever = attach_retriever(model, tokenizers.question_encoder, tokenizers.generator, client,
                                  where=str(model_dir))
     return LoadedModel(model, tokenizers.question_encoder, tokenizers.generator, info, retriever)
 
 
-def attach_retriever(model, question_tokenizer, generator_tokenizer, backend, where: str = "model"):
-    """Give a RAG model a `RayragRetriever` over `backend`, after checking vector sizes agree."""
+def attach_retriever(model, question_tokenizer, generator_tokenizer, client, where: str = "model"):
+    """Give a RAG model a `RayragRetriever` over the retrieval `client`, after checking vector sizes agree."""
     from rayrag.retrieval.retriever import RayragRetriever
 
-    if backend.dim != model.config.retrieval_vector_size:
+    if client.dim != model.config.retrieval_vector_size:
         raise RayragError(
             f"{where}: the question encoder makes vectors of size {model.config.retrieval_vector_size} "
-            f"but the knowledge base holds vectors of size {backend.dim}; use a knowledge base built "
+            f"but the knowledge base holds vectors of size {client.dim}; use a knowledge base built "
             "with the matching context encoder")
-    retriever = RayragRetriever(model.config, question_tokenizer, generator_tokenizer, backend)
+    retriever = RayragRetriever(model.config, question_tokenizer, generator_tokenizer, client)
     model.set_retriever(retriever)
     return retriever

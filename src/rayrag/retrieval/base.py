@@ -1,7 +1,16 @@
-"""The retrieval seam: what every backend (local, pytorch, ray) provides to the RAG retriever.
+"""The retrieval seam: a *service* that a job's driver opens once, and a *client* in every process that retrieves.
+
+    service = open_service(RetrievalOptions(...))   # the driver: `rayrag train`, a benchmark, later tune/serve
+    spec = service.spec                             # small, serialisable (JSON): travels to every process
+    client = spec.connect()                         # each rank / worker / trial: search, retrieve, close
+    ...
+    service.close()                                 # the driver, after every client has closed
+
+A client never creates or kills what the service owns (the actor pool of `ray`). The client's calls:
 
     search(queries (B, d) float32, k) -> (scores (B, k) float32, ids (B, k) int64)
     retrieve(queries, k) -> Retrieved: the full call of a training step (ids, vectors, texts)
+    passages(ids (B, k) int64) -> Passages: vectors, titles and texts of given passages
 """
 
 from __future__ import annotations
@@ -31,14 +40,19 @@ class Retrieved:
     def of(cls, scores: np.ndarray, passages: Passages) -> Retrieved:
         return cls(scores, passages.ids, passages.vectors, passages.titles, passages.texts)
 
+    def rows(self, start: int, stop: int) -> Retrieved:
+        """Queries start..stop-1 of this answer."""
+        return Retrieved(self.scores[start:stop], self.ids[start:stop], self.vectors[start:stop],
+                         self.titles[start:stop], self.texts[start:stop])
+
 
 @runtime_checkable
-class RetrievalBackend(Protocol):
-    """Where the index lives and how a training process reaches it."""
+class RetrievalClient(Protocol):
+    """One process's way to the index. `retries`: calls re-sent after a failure (0 where nothing retries)."""
 
-    name: str
     dim: int
     n_passages: int
+    retries: int
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k: scores (B, k) float32 and ids (B, k) int64 for queries (B, d) float32."""
@@ -48,6 +62,39 @@ class RetrievalBackend(Protocol):
         """Top-k passages with ids, vectors (B, k, d) float32, titles and texts."""
         ...
 
+    def passages(self, ids: np.ndarray) -> Passages:
+        """Vectors (B, k, d) float32, titles and texts [B][k] of the passages `ids` (B, k) int64."""
+        ...
+
+    def check_k(self, k: int, flag: str = "--n_docs") -> None:
+        """Raise `RayragError` naming `flag` unless 1 <= k <= n_passages."""
+        ...
+
     def close(self) -> None:
-        """Release what the backend holds (actors, process groups)."""
+        """Release what this client holds (process group, connection); never what the service owns."""
+        ...
+
+
+@runtime_checkable
+class ClientSpec(Protocol):
+    """What a process needs to make its client; `to_json()` is what travels between processes."""
+
+    backend: str
+    kb: str
+
+    def connect(self) -> RetrievalClient:
+        """This process's client. For `pytorch` a collective: call it on every rank at the same point."""
+        ...
+
+    def to_json(self) -> str:
+        ...
+
+
+@runtime_checkable
+class RetrievalService(Protocol):
+    """What outlives one process: opened once by a job's driver, closed by it after its clients."""
+
+    spec: ClientSpec
+
+    def close(self) -> None:
         ...

@@ -17,48 +17,84 @@ With world size 1 (no process group) it searches locally, without collectives.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
 from rayrag.errors import RetrievalError
-from rayrag.kb.store import KnowledgeBase
+from rayrag.kb.manifest import Manifest
+from rayrag.kb.store import KnowledgeBase, Passages
 from rayrag.retrieval import search as _search
 from rayrag.retrieval.base import Retrieved
-from rayrag.retrieval.search import REFERENCE, SearchSettings
+from rayrag.retrieval.options import RetrievalOptions
 
 log = logging.getLogger(__name__)
 
 
-class TorchDistributedBackend:
-    """Retrieval served by rank 0 of a gloo group made over all ranks of the default process group.
+@dataclass
+class TorchSpec:
+    """The knowledge base, how rank 0 searches it, and the gloo group's timeout."""
 
-    Construct it on every rank at the same point (it creates a process group: a collective)."""
+    kb: str
+    settings: str = "reference"
+    timeout_s: float = 1800.0
+    backend: str = "pytorch"
 
-    name = "pytorch"
+    def connect(self) -> TorchDistributedClient:
+        """This rank's client: a collective (it makes a gloo group) on every rank at the same point."""
+        return TorchDistributedClient(self)
 
-    def __init__(self, kb_dir: str | Path, *, settings: SearchSettings = REFERENCE,
-                 timeout: timedelta = timedelta(minutes=30)):
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class TorchService:
+    """Nothing outlives a process: the group is made by the clients. Opening checks the knowledge base."""
+
+    def __init__(self, opts: RetrievalOptions):
+        Manifest.read(Path(opts.kb))
+        self.spec = TorchSpec(kb=str(Path(opts.kb).resolve()), settings=opts.settings or "reference")
+
+    def close(self) -> None:
+        pass
+
+
+def open_service(opts: RetrievalOptions) -> TorchService:
+    return TorchService(opts)
+
+
+class TorchDistributedClient:
+    """Retrieval served by rank 0 of a gloo group made over all ranks of the default process group."""
+
+    retries = 0
+
+    def __init__(self, spec: TorchSpec):
         import torch.distributed as dist
 
-        self.settings = settings
+        self.settings = _search.settings_named(spec.settings)
         self.group = None
         self.closed = False
         self.rank, self.world = 0, 1
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            self.group = dist.new_group(backend="gloo", timeout=timeout)
+            self.group = dist.new_group(backend="gloo", timeout=timedelta(seconds=spec.timeout_s))
             self.rank, self.world = dist.get_rank(self.group), dist.get_world_size(self.group)
             self.server = dist.get_global_rank(self.group, 0)
         # Only rank 0 maps the index; rank 0 checks the checksums once for everybody.
-        self.kb = KnowledgeBase(kb_dir, load_index=self.rank == 0, verify_checksums=self.rank == 0)
-        if self.rank == 0:
-            settings.apply()
+        self.kb = KnowledgeBase(spec.kb, load_index=self.rank == 0, verify_checksums=self.rank == 0)
         self.dim = self.kb.dim
         self.n_passages = len(self.kb)
         log.info("pytorch retrieval: rank %d of %d%s", self.rank, self.world,
                  " serves the index" if self.rank == 0 else "")
+
+    def passages(self, ids: np.ndarray) -> Passages:
+        return self.kb.passages(ids)
+
+    def check_k(self, k: int, flag: str = "--n_docs") -> None:
+        self.kb.check_k(k, flag)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores (B, k) float32 and ids (B, k) int64 for this rank's queries (B, d) float32 (a collective)."""

@@ -1,8 +1,9 @@
 """`RayragRetriever`: the Hugging Face `RagRetriever` served by a rayrag retrieval backend.
 
 `RagTokenForGeneration` / `RagSequenceForGeneration` call the retriever with question vectors;
-this subclass answers from whichever backend it was given (local, pytorch, ray) and records the
-time of every call, so the RAG classes work unchanged.
+this subclass answers from whichever retrieval client it was given (local, pytorch, ray) and records
+the time of every call, so the RAG classes work unchanged. Training, validation and prediction all
+retrieve through it.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ import numpy as np
 from transformers import RagConfig, RagRetriever
 from transformers.models.rag.retrieval_rag import Index
 
-from rayrag.retrieval.base import RetrievalBackend
+from rayrag.retrieval.base import RetrievalClient, Retrieved
 
 
-class BackendIndex(Index):
-    """transformers' `Index` interface over a backend, for code that talks to `retriever.index`."""
+class ClientIndex(Index):
+    """transformers' `Index` interface over a retrieval client, for code that talks to `retriever.index`."""
 
-    def __init__(self, backend: RetrievalBackend):
-        self.backend = backend
+    def __init__(self, client: RetrievalClient):
+        self.client = client
 
     def get_doc_dicts(self, doc_ids: np.ndarray) -> list[dict]:
-        raise NotImplementedError("RayragRetriever returns passages with each retrieval call")
+        """A dict per query: {"title": [k], "text": [k]} of the passages `doc_ids` (B, k)."""
+        p = self.client.passages(np.asarray(doc_ids, dtype=np.int64))
+        return [{"title": p.titles[i], "text": p.texts[i]} for i in range(len(p.titles))]
 
     def get_top_docs(self, question_hidden_states: np.ndarray, n_docs: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        r = self.backend.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
+        r = self.client.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
         return r.ids, r.vectors
 
     def is_initialized(self) -> bool:
@@ -38,21 +41,23 @@ class BackendIndex(Index):
 
 
 class RayragRetriever(RagRetriever):
-    """A `RagRetriever` whose index is a rayrag backend.
+    """A `RagRetriever` whose index is a rayrag retrieval client.
 
     call_seconds holds the wall time of every retrieval call made through this retriever, and
     call_ids_sha1 a fingerprint of the ids it returned (the first 16 hex digits of the sha1 of the
     (B, k) int64 ids, C order): two runs retrieved the same passages at every call if the lists are
-    equal. `rayrag train --profile` writes both to retrieval_profile.json.
+    equal. `rayrag train --profile` writes both to retrieval_profile.json. `last` is the whole answer of
+    the latest call (scores, ids, titles, texts), which prediction reports beside each answer.
     """
 
     def __init__(self, config: RagConfig, question_encoder_tokenizer, generator_tokenizer,
-                 backend: RetrievalBackend):
-        self.backend = backend
+                 client: RetrievalClient):
+        self.client = client
         self.call_seconds: list[float] = []
         self.call_ids_sha1: list[str] = []
+        self.last: Retrieved | None = None
         super().__init__(config, question_encoder_tokenizer, generator_tokenizer,
-                         index=BackendIndex(backend), init_retrieval=False)
+                         index=ClientIndex(client), init_retrieval=False)
 
     def init_retrieval(self) -> None:
         pass
@@ -72,9 +77,10 @@ class RayragRetriever(RagRetriever):
     def retrieve(self, question_hidden_states: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """Passage vectors (B, k, d) float32, ids (B, k) int64 and a dict per query (title, text lists)."""
         t0 = time.perf_counter()
-        r = self.backend.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
+        r = self.client.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
         self.call_seconds.append(time.perf_counter() - t0)
         self.call_ids_sha1.append(ids_digest(r.ids))
+        self.last = r
         docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(r.titles))]
         return r.vectors, r.ids, docs
 

@@ -8,11 +8,14 @@ scored again in float64 against the stored passage vectors, and sorted by (score
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import faiss
 import numpy as np
 
+from rayrag.errors import RayragError
 from rayrag.kb.store import KnowledgeBase
 from rayrag.retrieval.base import Retrieved
 
@@ -20,31 +23,50 @@ TIE_MARGIN = 4
 """Extra FAISS candidates fetched so that near-ties at the k-th place are resolved exactly."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSettings:
-    """How a process searches its index."""
+    """How a process searches its index. Applied around each search (`applied`), never left behind:
+    a backend does not change process-wide FAISS state when it is made."""
 
     sub_batch: int = 0
     """Split queries into FAISS calls of this many rows (the reference's `retrieval_batch_size` = 8); 0 = one call."""
     blas_threshold: int | None = None
-    """Set `faiss.cvar.distance_compute_blas_threshold`; lower makes small batches use BLAS. None = FAISS default."""
+    """`faiss.cvar.distance_compute_blas_threshold` during the search; lower makes small batches use BLAS.
+    None = FAISS default."""
     threads: int | None = None
-    """FAISS OpenMP threads in this process; None leaves FAISS's default."""
+    """FAISS OpenMP threads of the searching thread; None leaves its current count."""
 
-    def apply(self) -> None:
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Run the body with these settings; the previous FAISS threshold and thread count come back after."""
+        threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
         if self.blas_threshold is not None:
             faiss.cvar.distance_compute_blas_threshold = int(self.blas_threshold)
         if self.threads is not None:
             faiss.omp_set_num_threads(int(self.threads))
+        try:
+            yield
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = threshold
+            if self.threads is not None:
+                faiss.omp_set_num_threads(threads)
 
 
+FAISS_DEFAULT_BLAS_THRESHOLD = int(faiss.cvar.distance_compute_blas_threshold)
+"""FAISS's own threshold, read at import (rayrag never leaves it changed)."""
 FAST = SearchSettings(sub_batch=0, blas_threshold=1)
 """rayrag's own settings: one FAISS call per request, BLAS for any batch size."""
-FAISS_DEFAULT_BLAS_THRESHOLD = int(faiss.cvar.distance_compute_blas_threshold)
-"""FAISS's own threshold, read at import before anything changes it (process-wide setting)."""
-
 REFERENCE = SearchSettings(sub_batch=8, blas_threshold=FAISS_DEFAULT_BLAS_THRESHOLD)
 """The reference retriever's search path: sub-batches of 8 query vectors, FAISS defaults."""
+SETTINGS = {"fast": FAST, "reference": REFERENCE}
+"""Settings by the name a backend's spec carries."""
+
+
+def settings_named(name: str, threads: int | None = None) -> SearchSettings:
+    """The settings called `name` (fast | reference), with `threads` FAISS threads if given."""
+    if name not in SETTINGS:
+        raise RayragError(f"search settings {name!r}: choose one of {', '.join(SETTINGS)}")
+    return replace(SETTINGS[name], threads=threads) if threads else SETTINGS[name]
 
 
 def search(kb: KnowledgeBase, queries: np.ndarray, k: int,
@@ -61,7 +83,8 @@ def search(kb: KnowledgeBase, queries: np.ndarray, k: int,
         raise ValueError(f"queries must be (B, {kb.dim}) float32, got {queries.shape}")
     kk = min(len(kb), k + TIE_MARGIN)
     step = settings.sub_batch or len(queries) or 1
-    parts = [kb.index.search(queries[i:i + step], kk)[1] for i in range(0, len(queries), step)]
+    with settings.applied():
+        parts = [kb.index.search(queries[i:i + step], kk)[1] for i in range(0, len(queries), step)]
     cand = np.concatenate(parts, axis=0) if parts else np.zeros((0, kk), dtype=np.int64)
     short = (cand < 0).sum(axis=1) > kk - k
     if short.any():

@@ -27,11 +27,12 @@ _SCHEDULERS = {"linear": "linear", "cosine": "cosine", "cosine_w_restarts": "cos
 
 
 class RagFineTuner(L.LightningModule):
-    """Fine-tunes `loaded.model`. RAG models get their retriever from `make_backend` in `setup`, so that
-    each training process connects to retrieval after the process group exists."""
+    """Fine-tunes `loaded.model`. A RAG model gets its retrieval client in `setup`, inside each training
+    process after the process group exists, from the spec of the service the job's first process opened
+    (`retrieval_spec`, JSON; the other ranks receive it from rank 0)."""
 
     def __init__(self, opts: TrainOptions, loaded: LoadedModel, val_examples: list[QAExample],
-                 make_backend=None, train_examples: list[QAExample] | None = None, collate=None):
+                 retrieval_spec: str | None = None, train_examples: list[QAExample] | None = None, collate=None):
         super().__init__()
         self.train_examples = train_examples or []
         self.collate = collate
@@ -40,8 +41,8 @@ class RagFineTuner(L.LightningModule):
         self.model = loaded.model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
         self.is_rag = loaded.info.is_rag
         self.val_examples = val_examples
-        self.make_backend = make_backend
-        self.backend = None
+        self.retrieval_spec = retrieval_spec
+        self.client = None
         self.resumed_step: int | None = None
         self.n_docs = opts.n_docs or (self.model.config.n_docs if self.is_rag else None)
         self.save_hyperparameters({k: str(v) for k, v in asdict(opts).items()})
@@ -72,24 +73,23 @@ class RagFineTuner(L.LightningModule):
                     sub.get_input_embeddings().weight.requires_grad_(False)
 
     def setup(self, stage: str) -> None:
-        if self.is_rag and self.backend is None and self.make_backend is not None:
+        if self.is_rag and self.client is None:
+            from rayrag.distributed import broadcast_from_first
             from rayrag.model.checkpoint import attach_retriever
+            from rayrag.retrieval.service import load_spec
 
-            self.backend = self.make_backend(self)
+            spec = broadcast_from_first(self.retrieval_spec)  # ranks not started by rank 0 have none
+            if spec is None:
+                raise RuntimeError("RagFineTuner: no retrieval spec; the job's first process opens the service")
+            self.client = load_spec(spec).connect()
             attach_retriever(self.model, self.loaded.question_tokenizer, self.loaded.generator_tokenizer,
-                             self.backend, where=str(self.opts.model_name_or_path))
-            self.backend_check_k()
-
-    def backend_check_k(self) -> None:
-        # the pytorch and ray backends hold no KnowledgeBase on this rank, only its size
-        from rayrag.kb.store import check_k
-
-        check_k(self.n_docs, self.backend.n_passages, self.opts.kb or "the model's knowledge base")
+                             self.client, where=str(self.opts.model_name_or_path))
+            self.client.check_k(self.n_docs)
 
     def teardown(self, stage: str) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     # ----- data ---------------------------------------------------------------------------
     def train_dataloader(self):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
-import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -17,9 +18,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rayrag.data.qa import has_split, load_split
+from rayrag.distributed import barrier, is_first_process
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
+from rayrag.io import atomic_write_text, atomic_write_with
 from rayrag.model.checkpoint import load_model, read_info, save_model
+from rayrag.retrieval.options import RetrievalOptions
+from rayrag.retrieval.service import open_service
 from rayrag.train.batches import Collator
 from rayrag.train.module import RagFineTuner
 from rayrag.train.options import TrainOptions
@@ -28,38 +33,33 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place: a crash mid-write leaves
-    the previous checkpoint whole and no partial file under the checkpoint's name."""
+    """Writes each checkpoint to a temporary file, fsyncs it and renames it into place
+    (`rayrag.io.atomic_write_with`): a crash mid-write leaves the previous checkpoint whole and no
+    partial file under the checkpoint's name; temporaries of killed runs are removed by the next write."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write_with(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
 
-def _resolve_kb(opts: TrainOptions) -> Path | None:
-    return Path(opts.kb) if opts.kb is not None else None
+def _retrieval_options(opts: TrainOptions, kb_dir: Path) -> RetrievalOptions:
+    return RetrievalOptions(kb=kb_dir, backend=opts.distributed_retriever, num_workers=opts.num_retrieval_workers,
+                            ray_address=opts.ray_address, pool=opts.pool)
 
 
-def backend_factory(opts: TrainOptions, kb_dir: Path):
-    """Makes the retrieval backend inside each training process (after DDP starts), called as
-    `make(module)`; used as a context manager around `trainer.fit` it also owns what outlives a
-    process: the ray backend's actor pool, created once in rank 0 before DDP starts the other ranks."""
-    from rayrag.retrieval.service import RetrievalService
-
-    config = None
-    if opts.distributed_retriever == "ray":
-        from rayrag.retrieval.ray_pool import PoolConfig
-
-        config = PoolConfig(call_timeout_s=opts.retrieval_timeout_s, max_restarts=opts.retrieval_max_restarts)
-    return RetrievalService(opts.distributed_retriever, kb_dir, num_workers=opts.num_retrieval_workers,
-                            ray_address=opts.ray_address, run_dir=Path(opts.output_dir), config=config)
+@contextlib.contextmanager
+def retrieval_service(opts: TrainOptions, kb_dir: Path | None) -> Iterator[str | None]:
+    """Around `trainer.fit`: in the job's first process (before Lightning starts the other ranks) open the
+    retrieval service and yield its spec (JSON) for the module; elsewhere, or without retrieval, yield None.
+    After a fit that ended well every rank meets at a barrier (each has closed its client by then), then the
+    first process closes the service (for `ray`: kills the pool, stops a Ray instance it started)."""
+    service = open_service(_retrieval_options(opts, kb_dir)) if kb_dir is not None and is_first_process() else None
+    try:
+        yield service.spec.to_json() if service is not None else None
+        if kb_dir is not None:
+            barrier()
+    finally:
+        if service is not None:
+            service.close()
 
 
 def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
@@ -102,6 +102,26 @@ def train(opts: TrainOptions) -> dict:
     out = Path(opts.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = read_info(Path(opts.model_name_or_path))
+    _check_model(opts, info)
+    kb_dir = Path(opts.kb) if opts.kb is not None else (Path(info.kb) if info.kb else None)
+    if info.is_rag and kb_dir is None:
+        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; pass --kb KB_DIR")
+    L.seed_everything(opts.seed, workers=True, verbose=False)
+    metrics: dict = {}
+    best_dir = out / "best_model"
+    if opts.do_train:
+        metrics, first = _fit(opts, info, kb_dir if info.is_rag else None, out, best_dir)
+        if not first:
+            return {}
+    if opts.do_predict:
+        metrics.update(_predict_test(opts, best_dir if best_dir.is_dir() else Path(opts.model_name_or_path),
+                                     kb_dir, out))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _check_model(opts: TrainOptions, info) -> None:
+    """Refuse flags that contradict the model directory."""
     if opts.model_type and opts.model_type != info.model_type and not (
             opts.model_type in ("bart", "t5", "seq2seq") and not info.is_rag):
         raise RayragError(f"--model_type {opts.model_type} contradicts {opts.model_name_or_path}, which holds a "
@@ -109,53 +129,58 @@ def train(opts: TrainOptions) -> dict:
     if opts.question_encoder_lr is not None and not info.is_rag:
         raise RayragError(f"--question_encoder_lr: {opts.model_name_or_path} is a closed-book {info.model_type} "
                           "model with no question encoder; drop the flag")
-    kb_dir = _resolve_kb(opts) or (Path(info.kb) if info.kb else None)
-    if info.is_rag and kb_dir is None:
-        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; pass --kb KB_DIR")
-    L.seed_everything(opts.seed, workers=True, verbose=False)
-    metrics: dict = {}
-    best_dir = out / "best_model"
-    if opts.do_train:
-        train_ex = load_split(opts.data_dir, "train", opts.n_train)
-        val_ex = load_split(opts.data_dir, "val", opts.n_val) if has_split(opts.data_dir, "val") else train_ex[:64]
-        loaded = load_model(opts.model_name_or_path, retrieval=False)
-        module = RagFineTuner(opts, loaded, val_ex, make_backend=backend_factory(opts, kb_dir) if info.is_rag else None,
-                              train_examples=train_ex, collate=_collator(opts, loaded))
-        earlier_log = _read_log(out) if opts.resume else []  # Lightning's CSVLogger starts a new file
-        trainer = _trainer(opts, out)
-        t0 = time.perf_counter()
-        ckpt = out / "checkpoints" / "last.ckpt" if opts.resume else None
-        # ray: the actor pool is made here, in rank 0, before trainer.fit starts the other ranks
-        with module.make_backend or contextlib.nullcontext():
-            trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
-            if opts.save_every_n_steps > 0:  # the final state too, not only every N steps
-                trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
-        if earlier_log and trainer.is_global_zero:
-            _prepend_log(out, earlier_log, before_step=module.resumed_step)
-        metrics["train_seconds"] = time.perf_counter() - t0
-        metrics["train_steps"] = int(trainer.global_step)
-        if opts.profile:
-            _write_profile(trainer, module, out)
-        if not trainer.is_global_zero:
-            return {}
-        best = trainer.checkpoint_callback.best_model_path
-        if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            module.load_state_dict(state)
-            metrics["best_val_em"] = float(trainer.checkpoint_callback.best_model_score or 0.0)
-        save_model(best_dir, module.model, loaded.question_tokenizer, loaded.generator_tokenizer, info)
-        log.info("best model written to %s", best_dir)
-    if opts.do_predict:
-        model_dir = best_dir if best_dir.is_dir() else Path(opts.model_name_or_path)
-        loaded = load_model(model_dir, kb=kb_dir)
-        test_ex = load_split(opts.data_dir, "test", opts.n_test)
-        preds = predict(loaded, [e.question for e in test_ex], batch_size=opts.eval_batch_size,
-                        num_beams=opts.eval_beams, max_length=opts.test_max_target_length, n_docs=opts.n_docs,
-                        max_source_length=opts.max_source_length, progress=opts.progress)
-        write_predictions(out, preds, test_ex)
-        metrics.update({f"test_{k}": v for k, v in score(preds, test_ex).items()})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    return metrics
+
+
+def _validation_examples(opts: TrainOptions, train_ex: list) -> list:
+    if has_split(opts.data_dir, "val"):
+        return load_split(opts.data_dir, "val", opts.n_val)
+    n = 64 if opts.n_val < 0 else opts.n_val
+    log.warning("%s has no val split (val.source/val.target or val.jsonl): validating on the first %d training "
+                "examples, so val_em measures memorisation; add a val split for an honest score", opts.data_dir, n)
+    return train_ex[:n]
+
+
+def _fit(opts: TrainOptions, info, kb_dir: Path | None, out: Path, best_dir: Path) -> tuple[dict, bool]:
+    """Train; on the first rank export the best model. Returns (metrics, whether this is global rank 0)."""
+    train_ex = load_split(opts.data_dir, "train", opts.n_train)
+    val_ex = _validation_examples(opts, train_ex)
+    loaded = load_model(opts.model_name_or_path, retrieval=False)
+    earlier_log = _read_log(out) if opts.resume else []  # Lightning's CSVLogger starts a new file
+    trainer = _trainer(opts, out)
+    t0 = time.perf_counter()
+    ckpt = out / "checkpoints" / "last.ckpt" if opts.resume else None
+    with retrieval_service(opts, kb_dir) as spec:
+        module = RagFineTuner(opts, loaded, val_ex, retrieval_spec=spec, train_examples=train_ex,
+                              collate=_collator(opts, loaded))
+        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+        if opts.save_every_n_steps > 0:  # the final state too, not only every N steps
+            trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+    if earlier_log and trainer.is_global_zero:
+        _prepend_log(out, earlier_log, before_step=module.resumed_step)
+    metrics = {"train_seconds": time.perf_counter() - t0, "train_steps": int(trainer.global_step)}
+    if opts.profile:
+        _write_profile(trainer, module, out)
+    if not trainer.is_global_zero:
+        return {}, False
+    best = trainer.checkpoint_callback.best_model_path
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        metrics["best_val_em"] = float(trainer.checkpoint_callback.best_model_score or 0.0)
+    save_model(best_dir, module.model, loaded.question_tokenizer, loaded.generator_tokenizer, info)
+    log.info("best model written to %s", best_dir)
+    return metrics, True
+
+
+def _predict_test(opts: TrainOptions, model_dir: Path, kb_dir: Path | None, out: Path) -> dict:
+    """Answer the test split with `model_dir`; write the predictions; return test_* metrics."""
+    loaded = load_model(model_dir, kb=kb_dir)
+    test_ex = load_split(opts.data_dir, "test", opts.n_test)
+    preds = predict(loaded, [e.question for e in test_ex], batch_size=opts.eval_batch_size,
+                    num_beams=opts.eval_beams, max_length=opts.test_max_target_length, n_docs=opts.n_docs,
+                    max_source_length=opts.max_source_length, progress=opts.progress)
+    write_predictions(out, preds, test_ex)
+    return {f"test_{k}": v for k, v in score(preds, test_ex).items()}
 
 
 def _read_log(out: Path) -> list[dict]:
@@ -173,13 +198,11 @@ def _prepend_log(out: Path, earlier: list[dict], before_step: int | None = None)
         earlier = [r for r in earlier if not str(r.get("step", "")).isdigit() or int(r["step"]) < before_step]
     later = _read_log(out)
     fields = list(dict.fromkeys([k for row in earlier + later for k in row]))
-    path = out / "logs" / "metrics.csv"
-    tmp = path.with_name(".metrics.csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(earlier + later)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(earlier + later)
+    atomic_write_text(out / "logs" / "metrics.csv", text.getvalue())
 
 
 def _collator(opts: TrainOptions, loaded) -> Collator:
@@ -199,9 +222,9 @@ def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
     import numpy as np
 
     retriever = module.model.retriever if module.is_rag else None
-    mine = {"times": list(getattr(retriever, "call_seconds", [])),
-            "ids_sha1": list(getattr(retriever, "call_ids_sha1", [])),
-            "retries": int(getattr(getattr(retriever, "backend", None), "retries", 0))}
+    mine = {"times": list(retriever.call_seconds) if retriever else [],
+            "ids_sha1": list(retriever.call_ids_sha1) if retriever else [],
+            "retries": int(retriever.client.retries) if retriever else 0}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         gathered: list = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, mine)

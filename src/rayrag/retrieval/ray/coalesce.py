@@ -41,13 +41,10 @@ class CoalesceStats:
 
 class Coalescer:
     """Runs `run_batch(key, payloads) -> results` (one result per payload, same order) on its own
-    thread for requests submitted from many threads, merging those that wait together.
-    `on_start()` runs first on that thread (e.g. to set its FAISS thread count)."""
+    thread for requests submitted from many threads, merging those that wait together."""
 
-    def __init__(self, run_batch: Callable[[Hashable, list[Any]], list[Any]],
-                 on_start: Callable[[], None] | None = None):
+    def __init__(self, run_batch: Callable[[Hashable, list[Any]], list[Any]]):
         self._run_batch = run_batch
-        self._on_start = on_start
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._closed = False
@@ -77,8 +74,6 @@ class Coalescer:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        if self._on_start is not None:
-            self._on_start()
         while True:
             with self._cond:
                 while not self._pending and not self._closed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,13 +66,11 @@ def use_token_auth_if_available() -> bool:
     if not _token_available():
         return False
     os.environ[AUTH_MODE_ENV] = "token"
-    try:  # Ray caches its configuration on import; re-read it so this process sees token mode
-        from ray._raylet import Config
-
-        Config.initialize("")
-    except (ImportError, AttributeError):  # a Ray without this hook reads the variable at ray.init
-        pass
-    log.info("ray: RAY_AUTH_MODE unset and a token is available: using token authentication")
+    if "ray" in sys.modules:  # Ray read its configuration when it was imported: too late for this process
+        log.warning("ray: RAY_AUTH_MODE unset and a token is available, but Ray was imported before rayrag could "
+                    "turn token authentication on; if connecting fails, set RAY_AUTH_MODE=token before starting")
+    else:
+        log.info("ray: RAY_AUTH_MODE unset and a token is available: using token authentication")
     return True
 
 
@@ -90,35 +89,31 @@ def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
 def connect(address: str | None, *, namespace: str, log_to_driver: bool = True) -> RayConnection:
     """Join the Ray cluster at `address` (`auto`, HOST:PORT, ray://...) or start a local instance
     (`None` or `local`). If Ray is already initialized in this process, that connection is used."""
+    local = address in (None, "", "local")
+    if not local and not address.startswith("ray://"):
+        if address != "auto":
+            _check_reachable(address)
+        use_token_auth_if_available()  # before `import ray`, which reads the variable
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return RayConnection(ray.get_runtime_context().gcs_address, started=False, connected=False)
-    local = address in (None, "", "local")
     kwargs = dict(namespace=namespace, logging_level=logging.WARNING, log_to_driver=log_to_driver)
     t0 = time.perf_counter()
-    if local:
-        ray.init(address="local", include_dashboard=False, **kwargs)
-    else:
-        if address != "auto" and not address.startswith("ray://"):
-            _check_reachable(address)
-        if not address.startswith("ray://"):
-            use_token_auth_if_available()
-        try:
+    try:
+        if local:
+            ray.init(address="local", include_dashboard=False, **kwargs)
+        else:
             ray.init(address=address, **kwargs)
-        except ConnectionError as e:
-            if address == "auto" and "Failed to connect to Ray cluster at" not in str(e):
-                raise RetrievalError(
-                    f"--ray_address auto: no running Ray cluster found ({e}); start one with `ray start --head` "
-                    "or pass --ray_address local to let rayrag start a local instance") from None
-            raise RetrievalError(
-                f"--ray_address {address}: cannot connect to the Ray cluster there ({e}). Check that "
-                f"`ray start --head` runs at that address; if it does, the likely cause is "
-                f"authentication. {TOKEN_HINT}") from None
-        except Exception as e:  # Ray raises assorted errors for bad tokens and addresses
-            if "auth" in str(e).lower() or "token" in str(e).lower():
-                raise RetrievalError(f"--ray_address {address}: {str(e).splitlines()[0]}. {TOKEN_HINT}") from None
-            raise
+    except AuthenticationError as e:
+        raise RetrievalError(f"--ray_address {address}: {str(e).splitlines()[0]} {TOKEN_HINT}") from None
+    except ConnectionError as e:
+        fix = ("start one with `ray start --head`, or pass --ray_address local to let rayrag start a local "
+               "instance; if one runs" if address == "auto" else "check that `ray start --head` runs at that address; "
+               "if it does")
+        raise RetrievalError(f"--ray_address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0]}); "
+                             f"{fix}, the likely cause is authentication. {TOKEN_HINT}") from None
     gcs = ray.get_runtime_context().gcs_address
     log.info("ray: %s %s in %.1f s", "started a local instance at" if local else "connected to", gcs,
              time.perf_counter() - t0)

@@ -1,0 +1,104 @@
+"""`RetrievalActor`: one Ray actor that serves whole retrieval calls from one knowledge base.
+
+It opens the knowledge base with the FAISS index memory-mapped (rayrag policy: the actors of a node
+share its pages; reference policy: a private copy each), answers a call (ids, scores, vectors,
+titles, texts) in one round trip, and hands concurrent calls to one searcher thread that merges
+those waiting together (`coalesce.Coalescer`).
+
+Fault injection for tests (unset in normal use): the pool passes the directory named by
+RAYRAG_ACTOR_HOLD_DIR in the creating process's environment; while `DIR/hold-I` exists, actor I
+holds every call it receives after writing `DIR/received-I`, so a test knows a call is inside the
+actor (an event the actor sets) before it kills or stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rayrag.retrieval.base import Retrieved
+
+HOLD_ENV = "RAYRAG_ACTOR_HOLD_DIR"
+
+
+class RetrievalActor:
+    """Serves retrieval from one knowledge base. Made a Ray actor by `RayPool`."""
+
+    def __init__(self, kb_dir: str, policy: str, threads: int, coalesce: bool, index: int = 0,
+                 hold_dir: str | None = None):
+        from rayrag.kb.store import KnowledgeBase
+        from rayrag.retrieval.ray.coalesce import Coalescer
+        from rayrag.retrieval.search import settings_named
+
+        t0 = time.perf_counter()
+        # The driver verified the checksums once; the actors check sizes only.
+        self.kb = KnowledgeBase(kb_dir, mmap=policy != "reference", verify_checksums=False)
+        self.settings = settings_named("reference" if policy == "reference" else "fast", threads)
+        self.threads = threads
+        self.index = index
+        self.hold_dir = Path(hold_dir) if hold_dir else None
+        self.coalescer = Coalescer(self._run_batch) if coalesce else None
+        self.calls = 0
+        self.load_seconds = time.perf_counter() - t0
+
+    def ready(self) -> dict:
+        """Facts about this actor: pid, node, index size, threads, load time."""
+        import ray
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "dim": self.kb.dim,
+                "n_passages": len(self.kb), "threads": self.threads, "load_seconds": self.load_seconds}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stats(self) -> dict:
+        """Calls served; with coalescing, how many searches ran and their sizes (in requests)."""
+        if self.coalescer is None:
+            return {"calls": self.calls}
+        s = self.coalescer.stats  # counted under the coalescer's lock: calls arrive on many threads
+        return {"calls": s.requests, "searches": s.batches, "largest": s.largest, "sizes": dict(s.sizes)}
+
+    def _run_batch(self, key: tuple[str, int], payloads: list[np.ndarray]) -> list:
+        from rayrag.retrieval import search as _search
+
+        kind, k = key
+        if kind == "passages":
+            return [self.kb.passages(ids) for ids in payloads]
+        queries = np.concatenate(payloads, axis=0) if len(payloads) > 1 else payloads[0]
+        bounds = np.cumsum([0] + [len(p) for p in payloads])
+        if kind == "search":
+            scores, ids = _search.search(self.kb, queries, k, self.settings)
+            return [(scores[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        r = _search.retrieve(self.kb, queries, k, self.settings)
+        return [r.rows(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _hold(self) -> None:
+        hold = self.hold_dir / f"hold-{self.index}"
+        if hold.exists():
+            (self.hold_dir / f"received-{self.index}").touch()
+            while hold.exists():
+                time.sleep(0.01)
+
+    def _call(self, kind: str, payload: np.ndarray, k: int):
+        if self.hold_dir is not None:
+            self._hold()
+        payload = np.asarray(payload, dtype=np.int64 if kind == "passages" else np.float32)
+        if self.coalescer is not None:
+            return self.coalescer.submit((kind, int(k)), payload)
+        self.calls += 1  # a serial actor: one call at a time
+        return self._run_batch((kind, int(k)), [payload])[0]
+
+    def retrieve(self, queries: np.ndarray, k: int) -> Retrieved:
+        """The full retrieval call for queries (B, d) float32: scores, ids, vectors, titles, texts."""
+        return self._call("retrieve", queries, k)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (B, k) float32 and ids (B, k) int64 only."""
+        return self._call("search", queries, k)
+
+    def passages(self, ids: np.ndarray, k: int = 0):
+        """Vectors, titles and texts of the passages `ids` (B, k) int64."""
+        return self._call("passages", ids, k)

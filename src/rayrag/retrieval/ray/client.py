@@ -1,0 +1,124 @@
+"""`RayClient`: one process's client of the pool: pinned or random actor, timeouts, retries.
+
+It finds the actors by name (never creates or kills them), calls this process's own actor (rank mod
+M; a random one under the reference policy), bounds every wait with a timeout, and re-sends a failed
+or hung call to another actor (retrieval is read-only, so at-least-once is safe) before giving up
+with a `RetrievalError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+
+import numpy as np
+
+from rayrag.errors import RetrievalError
+from rayrag.kb.store import Passages, check_k
+from rayrag.retrieval.base import Retrieved
+from rayrag.retrieval.ray.connect import connect
+from rayrag.retrieval.ray.pool import RayPool, actor_error, actor_name
+from rayrag.retrieval.ray.service import RaySpec
+
+log = logging.getLogger(__name__)
+
+
+class RayClient:
+    """A process's client of the pool described by `spec`."""
+
+    def __init__(self, spec: RaySpec, *, rank: int | None = None, seed: int | None = None):
+        from rayrag.distributed import rank_and_world
+
+        self.spec = spec
+        self.config = spec.config
+        self.rank = rank_and_world()[0] if rank is None else rank
+        self.connection = connect(spec.address, namespace=spec.namespace, log_to_driver=False)
+        try:
+            self.pool = RayPool.attach(spec.name, spec.size, namespace=spec.namespace, config=self.config,
+                                       where=f" at {spec.address}")
+        except BaseException:
+            self.connection.close()
+            raise
+        self.dim = int(self.pool.info["dim"])
+        self.n_passages = int(self.pool.info["n_passages"])
+        self.random = random.Random(seed if seed is not None else os.getpid() ^ time.time_ns())
+        self.suspect_until = [0.0] * spec.size
+        self.retries = 0
+        self.closed = False
+
+    def _order(self) -> list[int]:
+        """Actors to try, best first. rayrag: this rank's own actor (rank mod M), so with W <= M trainers
+        no two share an actor and with W = c*M each actor serves c; then the others in turn.
+        reference: a random actor per call. Actors that failed recently go last."""
+        m = len(self.pool.actors)
+        first = self.random.randrange(m) if self.spec.policy == "reference" else self.rank % m
+        order = [(first + j) % m for j in range(m)]
+        now = time.monotonic()
+        return [i for i in order if self.suspect_until[i] <= now] + [i for i in order if self.suspect_until[i] > now]
+
+    def _call(self, method: str, payload: np.ndarray, k: int):
+        """One call with retries. A try that fails (the actor died, or gave no answer within `call_timeout_s`)
+        counts against `max_attempts`, except that while an actor is only restarting (`ActorUnavailableError`)
+        and the call is younger than `call_timeout_s`, waiting for it is free: with one actor, or every actor
+        restarting at once, a restart that reloads a large index takes longer than a few backoffs."""
+        import ray
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+        if self.closed or not self.pool.actors:
+            raise RetrievalError("ray retrieval client: closed")
+        m = len(self.pool.actors)
+        attempts = self.config.max_attempts or 2 * m + 2
+        pause = self.config.retry_backoff_s
+        errors: list[str] = []
+        started = time.monotonic()
+        failed = tries = 0
+        while failed < attempts:
+            i = self._order()[0]
+            if tries and self.suspect_until[i] > time.monotonic():  # every actor failed recently
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+            tries += 1
+            ref = getattr(self.pool.actors[i], method).remote(payload, k)
+            restarting = False
+            try:
+                return ray.get(ref, timeout=self.config.call_timeout_s)
+            except GetTimeoutError:
+                errors.append(f"actor {i}: no answer in {self.config.call_timeout_s:g} s")
+                try:
+                    ray.cancel(ref)
+                except Exception as e:  # a running actor task cannot always be cancelled
+                    log.debug("ray.cancel: %s", e)
+            except RayActorError as e:  # includes ActorDiedError and ActorUnavailableError
+                errors.append(actor_error(f"actor {i}", e))
+                restarting = isinstance(e, ActorUnavailableError)
+            if not (restarting and time.monotonic() - started < self.config.call_timeout_s):
+                failed += 1
+            self.suspect_until[i] = time.monotonic() + self.config.suspect_s
+            self.retries += 1
+            log.warning("ray client rank %d: retrieval call to %s failed (%s); retrying (%d/%d)", self.rank,
+                        actor_name(self.spec.name, i), errors[-1], failed, attempts)
+        raise RetrievalError(
+            f"retrieval failed after {tries} tries on the {m} actors of pool {self.spec.name} at "
+            f"{self.spec.address}: " + "; ".join(errors[-3:]) +
+            ". The actors died or hung more often than they restart; check the Ray logs (ray logs / "
+            "/tmp/ray/session_latest/logs) and memory on the retrieval nodes")
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._call("search", np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def retrieve(self, queries: np.ndarray, k: int) -> Retrieved:
+        return self._call("retrieve", np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def passages(self, ids: np.ndarray) -> Passages:
+        return self._call("passages", np.ascontiguousarray(ids, dtype=np.int64), 0)
+
+    def check_k(self, k: int, flag: str = "--n_docs") -> None:
+        check_k(k, self.n_passages, self.spec.kb, flag)
+
+    def close(self) -> None:
+        """Drop the handles and disconnect if this client connected (idempotent); the actors stay."""
+        self.closed = True
+        self.pool.actors = []
+        self.connection.close()

@@ -1,0 +1,53 @@
+"""How a pool of retrieval actors is made and called: `PoolConfig`, the policies and the namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rayrag.errors import RayragError
+
+NAMESPACE = "rayrag"
+"""Ray namespace of the pools' named actors."""
+POLICIES = ("rayrag", "reference")
+"""rayrag: pinned actors, one shared index copy, merged calls; reference: the reference's pool (random actor,
+a private index copy per actor, serial actors, the reference's search settings)."""
+
+
+@dataclass
+class PoolConfig:
+    """How the pool's actors are made and called. Defaults suit training; tests shorten the waits."""
+
+    call_timeout_s: float = 120.0
+    """Longest wait for one actor call; a call past it is re-sent to another actor."""
+    max_attempts: int = 0
+    """Failed tries per retrieval call before `RetrievalError` (0: 2 * M + 2). Tries that find an actor
+    restarting do not count while the call is younger than `call_timeout_s`."""
+    retry_backoff_s: float = 0.2
+    """Pause before a retry once every actor has failed recently (doubles, up to 2 s)."""
+    suspect_s: float = 10.0
+    """After a failure, an actor is passed over for this long while others are healthy."""
+    max_restarts: int = 4
+    """Ray restarts a dead actor this many times (it reloads the index); -1: without limit."""
+    ready_timeout_s: float = 600.0
+    """Longest wait for the actors to open the knowledge base."""
+    lookup_timeout_s: float = 120.0
+    """Longest wait, in a process that did not create the pool, for its actors to be registered."""
+    num_cpus: float = 0.0
+    """CPUs each actor reserves in Ray's scheduler (0: never blocks scheduling on a small node)."""
+    faiss_threads: int = 0
+    """FAISS threads per actor (0: half the node's cores divided among the M actors, at least 1; the
+    other half is left to the trainers: an oversubscribed FAISS search is many times slower)."""
+    max_concurrency: int = 32
+    """Concurrent calls an actor accepts (rayrag policy); they are merged into shared searches."""
+
+    def validate(self, flag_prefix: str = "--pool.") -> None:
+        """Range-check every field; raise `RayragError` naming the flag (`flag_prefix` + field name)."""
+        positive = ("call_timeout_s", "ready_timeout_s", "lookup_timeout_s")
+        least = {"max_attempts": "0 (2 * M + 2)", "retry_backoff_s": "0", "suspect_s": "0",
+                 "max_restarts": "-1 (no limit)", "num_cpus": "0", "faiss_threads": "0 (pick)", "max_concurrency": "1"}
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise RayragError(f"{flag_prefix}{name} {getattr(self, name)}: must be positive")
+        for name, low in least.items():
+            if getattr(self, name) < float(low.split()[0]):
+                raise RayragError(f"{flag_prefix}{name} {getattr(self, name)}: must be {low} or more")

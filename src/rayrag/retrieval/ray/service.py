@@ -1,0 +1,78 @@
+"""The `ray` backend's service (the pool, opened by a job's driver) and spec (how clients find the pool)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rayrag.errors import RayragError
+from rayrag.retrieval.options import RetrievalOptions
+from rayrag.retrieval.ray.config import NAMESPACE, PoolConfig
+from rayrag.retrieval.ray.connect import connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RaySpec:
+    """What a process needs to find the pool: Ray's address, the pool's name and size, and the call settings."""
+
+    address: str
+    name: str
+    size: int
+    policy: str
+    kb: str
+    namespace: str = NAMESPACE
+    pool: dict = field(default_factory=dict)
+    """The `PoolConfig` every client calls with (timeouts, retries), as a dict."""
+    backend: str = "ray"
+
+    @property
+    def config(self) -> PoolConfig:
+        return PoolConfig(**self.pool)
+
+    def connect(self, rank: int | None = None):
+        """This process's client (`rank`: the trainer's rank, for pinning; default the process group's)."""
+        from rayrag.retrieval.ray.client import RayClient
+
+        return RayClient(self, rank=rank)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class RayService:
+    """Joins or starts Ray and creates the job's pool; `close` kills the actors and leaves Ray as it found it."""
+
+    def __init__(self, opts: RetrievalOptions):
+        from rayrag.retrieval.ray.pool import RayPool
+
+        if opts.settings not in (None, "reference" if opts.policy == "reference" else "fast"):
+            raise RayragError(f"ray pool policy {opts.policy}: searches with its own settings, not {opts.settings}")
+        self.connection = connect(opts.ray_address, namespace=NAMESPACE)
+        try:
+            self.pool = RayPool.create(opts.kb, opts.num_workers, policy=opts.policy, config=opts.pool)
+        except BaseException:
+            self.connection.close()
+            raise
+        self.spec = RaySpec(address=self.connection.address, name=self.pool.name, size=opts.num_workers,
+                            policy=opts.policy, kb=str(Path(opts.kb).resolve()), pool=asdict(opts.pool))
+
+    def pids(self) -> list[int]:
+        """Process ids of the pool's actors."""
+        return self.pool.pids()
+
+    def stats(self) -> list[dict]:
+        """Each actor's call counters."""
+        return self.pool.stats()
+
+    def close(self) -> None:
+        """Kill the actors; stop Ray if this service started it, disconnect if it connected (idempotent)."""
+        self.pool.close()
+        self.connection.close()
+
+
+def open_service(opts: RetrievalOptions) -> RayService:
+    return RayService(opts)
