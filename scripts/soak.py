@@ -113,7 +113,6 @@ def train(out: Path, data: Path, model: Path, opts, kill: bool) -> dict:
             "--no-progress", "--profile", "--distributed_retriever", "ray",
             "--num_retrieval_workers", opts.workers, "--retrieval_max_restarts", "-1"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    env.pop("RAYRAG_RAY_POOL", None)
     log = out.parent / f"{out.name}.log"
     t0 = time.monotonic()
     with open(log, "w") as f:

@@ -26,7 +26,6 @@ def child_env(**extra: str) -> dict:
     """Environment for a child process: loopback gloo, quiet tokenizers, few threads (2 shared cores)."""
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("RAYRAG_RAY_POOL", None)
     env.update(extra)
     return env
 

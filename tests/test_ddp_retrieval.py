@@ -111,10 +111,11 @@ def test_ddp_ray_on_running_cluster_leaves_no_actors(run_backend, corpus_dir, ti
         check_profile(out, "ray")
         np.testing.assert_allclose(loss_curve(out), loss_curve(run_backend("local")[0]), rtol=1e-6)
         assert not port_closed(address)  # the user's cluster is still running
-        code = ("import numpy as np; from rayrag.retrieval.factory import make_backend\n"
-                f"b = make_backend('ray', {str(tiny_kb)!r}, num_workers=1, ray_address='auto')\n"
-                "r = b.retrieve(np.ones((2, b.dim), np.float32), 2)\n"
-                "print(b.connection.address, b.connection.started, r.ids.shape); b.close()")
+        code = ("import numpy as np; from rayrag.retrieval.options import RetrievalOptions\n"
+                "from rayrag.retrieval.service import open_service\n"
+                f"s = open_service(RetrievalOptions(kb={str(tiny_kb)!r}, backend='ray', ray_address='auto'))\n"
+                "c = s.spec.connect(); r = c.retrieve(np.ones((2, c.dim), np.float32), 2)\n"
+                "print(s.connection.address, s.connection.started, r.ids.shape); c.close(); s.close()")
         auto = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
                               env={**env, "RAY_ADDRESS": address})
         assert auto.returncode == 0, auto.stderr[-3000:]

@@ -185,19 +185,36 @@ def undisturbed(corpus_dir, tiny_rag, tmp_path_factory) -> Path:
     return out
 
 
+def hold_env(tmp_path: Path) -> tuple[dict, Path]:
+    """The run's environment with RAYRAG_ACTOR_HOLD_DIR: actor I holds each call it receives while DIR/hold-I
+    exists, after writing DIR/received-I (see rayrag/retrieval/ray/actor.py)."""
+    from rayrag.retrieval.ray.actor import HOLD_ENV
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    return child_env(**{HOLD_ENV: str(hold)}), hold
+
+
+def kill_inside_call(run: Run, pid: int, hold: Path, index: int) -> None:
+    """Hold the next call that actor `index` receives; once the actor says it has it, SIGKILL the actor."""
+    (hold / f"hold-{index}").touch()
+    run.wait_for(f"a call inside actor {index}", (hold / f"received-{index}").exists, 120)
+    os.kill(pid, signal.SIGKILL)
+    (hold / f"hold-{index}").unlink()
+    (hold / f"received-{index}").unlink()
+
+
 def test_actor_killed_mid_training_loses_no_step(corpus_dir, tiny_rag, tmp_path, runs, undisturbed):
     """Row 1. SIGKILL of the actor that serves the run (rank 0 is pinned to actor 0), while a call is in
-    flight (the actor is stopped for 1.5 s first, so the call is certainly inside it when it dies): the
-    call is re-sent to actor 1, Ray restarts actor 0, and the run ends exactly like the undisturbed run."""
+    flight (the actor says it received the call and holds it): the call is re-sent to actor 1, Ray restarts
+    actor 0, and the run ends exactly like the undisturbed run."""
     out = tmp_path / "run"
-    run = runs(train_args(corpus_dir, tiny_rag, out, "--num_retrieval_workers", "2"), out)
+    env, hold = hold_env(tmp_path)
+    run = runs(train_args(corpus_dir, tiny_rag, out, "--num_retrieval_workers", "2"), out, env=env)
     _, (pid0, pid1) = run.pool()
     run.first_checkpoint()
     assert run.alive(), "training ended before the fault"
-    os.kill(pid0, signal.SIGSTOP)
-    time.sleep(1.5)
-    assert run.alive(), "training ended before the fault"
-    os.kill(pid0, signal.SIGKILL)
+    kill_inside_call(run, pid0, hold, 0)
     assert run.finish() == 0, run.log()[-5000:]
     log = run.log()
     assert re.search(r"retrieval call to rayrag-\w+-0 failed \(actor 0: Actor(Died|Unavailable)Error", log), log[-5000:]
@@ -212,8 +229,9 @@ def test_actors_killed_past_their_restarts_stop_training_with_one_line(corpus_di
     training goes on), the second is not: `rayrag train` exits 2 within seconds with one RetrievalError line,
     leaves no Ray process behind, and its last checkpoint loads and resumes to the undisturbed run's end."""
     out = tmp_path / "run"
+    env, hold = hold_env(tmp_path)
     run = runs(train_args(corpus_dir, tiny_rag, out, "--num_retrieval_workers", "1",
-                          "--retrieval_max_restarts", "1"), out)
+                          "--retrieval_max_restarts", "1"), out, env=env)
     _, (first,) = run.pool()
     assert run.actor_pids() == {first}
     ckpt = run.first_checkpoint()
@@ -221,11 +239,9 @@ def test_actors_killed_past_their_restarts_stop_training_with_one_line(corpus_di
     os.kill(first, signal.SIGKILL)
     second = run.wait_for("restarted actor", lambda: (run.actor_pids() - {first}), 120).pop()
     run.wait_for("checkpoint after the restart", lambda: run.checkpoint_mtime() > ckpt, 120)
-    os.kill(second, signal.SIGSTOP)  # hold a call inside the actor, then kill it under the call
-    time.sleep(1.5)
-    assert run.alive(), "training ended before the fault"
+    run.descendants()
     ray_procs = list(run.seen.values())
-    os.kill(second, signal.SIGKILL)
+    kill_inside_call(run, second, hold, 0)  # kill it under a call it holds
     t0 = time.monotonic()
     code = run.finish(timeout=120)
     elapsed = time.monotonic() - t0
@@ -292,13 +308,14 @@ def test_hung_actor_times_out_and_another_serves(corpus_dir, tiny_rag, tmp_path,
 
 CREATOR = """
 import sys
-from rayrag.retrieval.ray_connect import connect
-from rayrag.retrieval.ray_pool import NAMESPACE, RayPool
+from rayrag.retrieval.ray.config import NAMESPACE
+from rayrag.retrieval.ray.connect import connect
+from rayrag.retrieval.ray.pool import RayPool
 conn = connect(None, namespace=NAMESPACE)
 print(conn.address, flush=True)
 name = sys.stdin.readline().strip()
-pool = RayPool.create(sys.argv[1], 2, address=conn.address, name=name)
-print("created", pool.spec.name, flush=True)
+pool = RayPool.create(sys.argv[1], 2, name=name)
+print("created", pool.name, flush=True)
 sys.stdin.readline()
 pool.close()
 conn.close()
@@ -309,30 +326,30 @@ import json, logging, sys, time
 import numpy as np
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 from rayrag.errors import RetrievalError
-from rayrag.retrieval.factory import make_backend
-from rayrag.retrieval.ray_pool import PoolConfig
+from rayrag.retrieval.service import load_spec
 t0 = time.monotonic()
 try:
-    backend = make_backend("ray", sys.argv[1], config=PoolConfig(lookup_timeout_s=float(sys.argv[2])))
+    client = load_spec(sys.argv[1]).connect()
 except RetrievalError as e:
     print(json.dumps({"error": str(e), "seconds": time.monotonic() - t0}), flush=True)
     sys.exit(3)
 waited = time.monotonic() - t0
-ids = backend.retrieve(np.load(sys.argv[3]), 2).ids
-print(json.dumps({"waited": waited, "ids": ids.tolist(), "owns_pool": backend.owns_pool,
-                  "pool": backend.pool.spec.name}), flush=True)
-backend.close()
+ids = client.retrieve(np.load(sys.argv[2]), 2).ids
+print(json.dumps({"waited": waited, "ids": ids.tolist(), "pool": client.spec.name}), flush=True)
+client.close()
 """
 
 
 def test_process_that_starts_before_the_actors_waits_then_runs(tiny_kb, tmp_path):
-    """Row 4. A process given the pool's name (RAYRAG_RAY_POOL, as DDP ranks get it) before any actor exists
-    waits with backoff, then finds the actors once another process creates them, and retrieves the same ids
-    as local retrieval. A pool that never appears is a RetrievalError after --lookup_timeout_s."""
-    from rayrag.retrieval.local import LocalBackend
-    from rayrag.retrieval.ray_pool import NAMESPACE, POOL_ENV, PoolSpec
+    """Row 4. A process given the pool's spec (as DDP ranks get it) before any actor exists waits with backoff,
+    then finds the actors once another process creates them, and retrieves the same ids as local retrieval.
+    A pool that never appears is a RetrievalError after --pool.lookup_timeout_s."""
+    from rayrag.retrieval.local import LocalSpec
+    from rayrag.retrieval.ray.config import PoolConfig
+    from rayrag.retrieval.ray.service import RaySpec
 
-    queries = np.random.default_rng(3).standard_normal((4, LocalBackend(tiny_kb).dim)).astype(np.float32)
+    local = LocalSpec(kb=str(tiny_kb)).connect()
+    queries = np.random.default_rng(3).standard_normal((4, local.dim)).astype(np.float32)
     np.save(tmp_path / "q.npy", queries)
     creator = subprocess.Popen([sys.executable, "-c", CREATOR, str(tiny_kb)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=open(tmp_path / "creator.log", "w"), text=True,
@@ -343,18 +360,20 @@ def test_process_that_starts_before_the_actors_waits_then_runs(tiny_kb, tmp_path
         assert re.fullmatch(r"[\d.]+:\d+", address), (tmp_path / "creator.log").read_text()[-3000:]
         name, never = f"rayrag-{uuid.uuid4().hex[:12]}", f"rayrag-{uuid.uuid4().hex[:12]}"
         for pool, timeout in ((name, 120), (never, 3)):
-            spec = PoolSpec(address=address, namespace=NAMESPACE, name=pool, size=2, policy="rayrag", kb=str(tiny_kb))
+            spec = RaySpec(address=address, name=pool, size=2, policy="rayrag", kb=str(tiny_kb),
+                           pool={"lookup_timeout_s": float(timeout)})
+            assert spec.config == PoolConfig(lookup_timeout_s=float(timeout))
             log = open(tmp_path / f"{pool}.log", "w")
-            lookers.append((subprocess.Popen([sys.executable, "-c", LOOKER, str(tiny_kb), str(timeout),
-                                              str(tmp_path / "q.npy")], stdout=subprocess.PIPE, stderr=log, text=True,
-                                             env=child_env(**{POOL_ENV: spec.to_json()}), start_new_session=True),
+            lookers.append((subprocess.Popen([sys.executable, "-c", LOOKER, spec.to_json(), str(tmp_path / "q.npy")],
+                                             stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(),
+                                             start_new_session=True),
                             tmp_path / f"{pool}.log"))
         (waiter, waiter_log), (lost, _) = lookers
         deadline = time.monotonic() + 120
         while "not registered yet; waiting" not in waiter_log.read_text():
             assert waiter.poll() is None and time.monotonic() < deadline, waiter_log.read_text()[-3000:]
             time.sleep(0.1)
-        time.sleep(3)  # it keeps waiting ...
+        time.sleep(3)  # the pool does not exist yet: nothing to wait on but time; it must still be waiting ...
         assert waiter.poll() is None
         t_create = time.monotonic()
         creator.stdin.write(name + "\n")  # ... until the pool is created
@@ -363,15 +382,15 @@ def test_process_that_starts_before_the_actors_waits_then_runs(tiny_kb, tmp_path
         out, _ = waiter.communicate(timeout=120)
         assert waiter.returncode == 0, waiter_log.read_text()[-3000:]
         got = json.loads(out.strip().splitlines()[-1])
-        assert got["waited"] > 3 and got["pool"] == name and got["owns_pool"] is False
+        assert got["waited"] > 3 and got["pool"] == name
         assert time.monotonic() - t_create < 60
-        np.testing.assert_array_equal(got["ids"], LocalBackend(tiny_kb).retrieve(queries, 2).ids)
+        np.testing.assert_array_equal(got["ids"], local.retrieve(queries, 2).ids)
         out, _ = lost.communicate(timeout=120)
         assert lost.returncode == 3
         got = json.loads(out.strip().splitlines()[-1])
-        assert got["error"] == (f"{POOL_ENV}: retrieval actor '{never}-0' not found in Ray namespace 'rayrag' at "
-                                f"{address} after 3 s; the process that creates the pool (training rank 0) did not "
-                                "start it or has exited")
+        assert got["error"] == (f"retrieval actor '{never}-0' not found in Ray namespace 'rayrag' at {address} "
+                                "after 3 s; the process that creates the pool (the job's driver) did not start it "
+                                "or has exited")
         assert got["seconds"] < 60
         creator.stdin.close()  # the creator kills its actors and stops Ray
         assert creator.wait(timeout=120) == 0, (tmp_path / "creator.log").read_text()[-3000:]
