@@ -346,7 +346,7 @@ def test_process_that_starts_before_the_actors_waits_then_runs(tiny_kb, tmp_path
     A pool that never appears is a RetrievalError after --pool.lookup_timeout_s."""
     from rayrag.retrieval.local import LocalSpec
     from rayrag.retrieval.ray.config import PoolConfig
-    from rayrag.retrieval.ray.service import RaySpec
+    from rayrag.retrieval.ray.client import RaySpec
 
     local = LocalSpec(kb=str(tiny_kb)).connect()
     queries = np.random.default_rng(3).standard_normal((4, local.dim)).astype(np.float32)

@@ -7,7 +7,6 @@ whose weights load into the DPR classes), or `minilm`: the pretrained all-MiniLM
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +15,6 @@ from tqdm.auto import tqdm
 
 from rayrag.errors import RayragError
 
-log = logging.getLogger(__name__)
 
 MINILM = "minilm"
 

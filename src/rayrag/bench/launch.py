@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import queue as queue_mod
 import socket
@@ -13,7 +12,6 @@ from rayrag.bench import worker
 from rayrag.bench.worker import RankJob
 from rayrag.errors import RayragError
 
-log = logging.getLogger(__name__)
 
 
 def free_port() -> int:

@@ -21,12 +21,21 @@ def plot(path: Path, rows: list[dict], floor: dict, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workers = sorted({r["workers"] for r in rows})
     backends = list(dict.fromkeys(r["backend"] for r in rows))
-    cell = {(r["backend"], r["workers"]): r for r in rows}
     color = {b: plt.get_cmap("tab10")(i) for i, b in enumerate(backends)}
     fig, (ax, mem) = plt.subplots(1, 2, figsize=(15, 6.8), gridspec_kw={"width_ratios": [2.2, 1]})
+    _latency_panel(ax, rows, floor, backends, color)
+    _memory_panel(mem, rows, floor, backends, color)
+    fig.suptitle("\n".join(textwrap.wrap(title.replace("\n", " | "), 170)), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
+
+def _latency_panel(ax, rows: list[dict], floor: dict, backends: list[str], color: dict) -> None:
+    """Grouped bars of rank-0 seconds per call by workers and backend, the floor and one read of the index."""
+    workers = sorted({r["workers"] for r in rows})
+    cell = {(r["backend"], r["workers"]): r for r in rows}
     width = 0.8 / len(backends)
     x = np.arange(len(workers))
     for i, b in enumerate(backends):
@@ -52,7 +61,11 @@ def plot(path: Path, rows: list[dict], floor: dict, title: str) -> None:
     ax.set_title("Retrieval call latency on rank 0 (lower is better)")
     ax.legend(fontsize=8, loc="upper left", ncol=2)
 
-    w_mem = max(workers)
+
+def _memory_panel(mem, rows: list[dict], floor: dict, backends: list[str], color: dict) -> None:
+    """Horizontal bars of the index holders' memory growth at the largest worker count, split by what it is."""
+    w_mem = max(r["workers"] for r in rows)
+    cell = {(r["backend"], r["workers"]): r for r in rows}
     mrows = [cell[(b, w_mem)] for b in backends if (b, w_mem) in cell]
     one = floor["index_bytes"] / 2**20
     vals = [r["index_memory_bytes"] / 2**20 for r in mrows]
@@ -80,7 +93,3 @@ def plot(path: Path, rows: list[dict], floor: dict, title: str) -> None:
     mem.set_xlabel(f"MiB of PSS the index holders grew by ({one:,.0f} MiB index file = 1×)")
     mem.set_title(f"Index memory at {w_mem} workers", pad=14)
     mem.margins(x=0.45)
-    fig.suptitle("\n".join(textwrap.wrap(title.replace("\n", " | "), 170)), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,6 @@ from rayrag.data.qa import QAExample
 from rayrag.evaluate.metrics import answer_metrics, retrieval_metrics
 from rayrag.model.checkpoint import LoadedModel
 
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -20,7 +20,7 @@ _SERVICES = {"local": "rayrag.retrieval.local", "pytorch": "rayrag.retrieval.pyt
              "ray": "rayrag.retrieval.ray.service"}
 """Each backend's module: it has `open_service(RetrievalOptions)`; its service's `spec` has the spec class."""
 _SPECS = {"local": ("rayrag.retrieval.local", "LocalSpec"), "pytorch": ("rayrag.retrieval.pytorch", "TorchSpec"),
-          "ray": ("rayrag.retrieval.ray.service", "RaySpec")}
+          "ray": ("rayrag.retrieval.ray.client", "RaySpec")}
 
 
 def _check(backend: str) -> None:

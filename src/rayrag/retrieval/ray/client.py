@@ -1,4 +1,5 @@
-"""`RayClient`: one process's client of the pool: pinned or random actor, timeouts, retries.
+"""`RaySpec` (how a process finds the pool) and `RayClient` (one process's client of the pool: pinned or
+random actor, timeouts, retries).
 
 It finds the actors by name (never creates or kills them), calls this process's own actor (rank mod
 M; a random one under the reference policy), bounds every wait with a timeout, and re-sends a failed
@@ -8,10 +9,12 @@ with a `RetrievalError`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -20,9 +23,35 @@ from rayrag.kb.store import Passages, check_k
 from rayrag.retrieval.base import Retrieved
 from rayrag.retrieval.ray.connect import connect
 from rayrag.retrieval.ray.pool import RayPool, actor_error, actor_name
-from rayrag.retrieval.ray.service import RaySpec
+from rayrag.retrieval.ray.config import NAMESPACE, PoolConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RaySpec:
+    """What a process needs to find the pool: Ray's address, the pool's name and size, and the call settings."""
+
+    address: str
+    name: str
+    size: int
+    policy: str
+    kb: str
+    namespace: str = NAMESPACE
+    pool: dict = field(default_factory=dict)
+    """The `PoolConfig` every client calls with (timeouts, retries), as a dict."""
+    backend: str = "ray"
+
+    @property
+    def config(self) -> PoolConfig:
+        return PoolConfig(**self.pool)
+
+    def connect(self, rank: int | None = None):
+        """This process's client (`rank`: the trainer's rank, for pinning; default the process group's)."""
+        return RayClient(self, rank=rank)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
 
 class RayClient:

@@ -1,46 +1,16 @@
-"""The `ray` backend's service (the pool, opened by a job's driver) and spec (how clients find the pool)."""
+"""The `ray` backend's service: opened by a job's driver, it joins or starts Ray and owns the pool."""
 
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from rayrag.errors import RayragError
 from rayrag.retrieval.options import RetrievalOptions
-from rayrag.retrieval.ray.config import NAMESPACE, PoolConfig
+from rayrag.retrieval.ray.client import RaySpec
+from rayrag.retrieval.ray.config import NAMESPACE
 from rayrag.retrieval.ray.connect import connect
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class RaySpec:
-    """What a process needs to find the pool: Ray's address, the pool's name and size, and the call settings."""
-
-    address: str
-    name: str
-    size: int
-    policy: str
-    kb: str
-    namespace: str = NAMESPACE
-    pool: dict = field(default_factory=dict)
-    """The `PoolConfig` every client calls with (timeouts, retries), as a dict."""
-    backend: str = "ray"
-
-    @property
-    def config(self) -> PoolConfig:
-        return PoolConfig(**self.pool)
-
-    def connect(self, rank: int | None = None):
-        """This process's client (`rank`: the trainer's rank, for pinning; default the process group's)."""
-        from rayrag.retrieval.ray.client import RayClient
-
-        return RayClient(self, rank=rank)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
 
 class RayService:
