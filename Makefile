@@ -1,4 +1,5 @@
 # Two commands: `make demo` and `make test`. Both create .venv on first use.
+# `make test-fast` runs the fast tier alone: the tests not marked `slow`.
 PYTHON ?= python3
 VENV   ?= .venv
 # The torch build to install before everything else. The default is the CPU build this
@@ -7,7 +8,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup clean bench
+.PHONY: demo test test-fast setup clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,13 @@ setup: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/rayrag demo
 
+# Everything: fast unit tests and the end-to-end tests marked `slow` (the README's command, and CI).
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# The fast tier alone: in-process unit tests, no training, no Ray, no subprocess runs of the CLI.
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(BIN)/.installed
 	$(BIN)/rayrag bench retrieval --out runs/bench

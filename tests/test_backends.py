@@ -141,6 +141,7 @@ def test_bad_backend_and_spec_name_the_fix(tie_kb):
         load_spec("{}")
 
 
+@pytest.mark.slow
 def test_pytorch_two_ranks_uneven_batches_match_local(tie_kb, tmp_path):
     """Two gloo ranks with different batch sizes (5 and 3, then 2 and 0) get exactly the local results."""
     kb, vectors = tie_kb
@@ -174,6 +175,7 @@ def test_pytorch_two_ranks_uneven_batches_match_local(tie_kb, tmp_path):
             assert json.loads(str(got[f"texts{c}"])) == want.texts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["rayrag", "reference"])
 def test_ray_pool_matches_local(tie_kb, ray_local, policy):
     kb, vectors = tie_kb
@@ -201,6 +203,7 @@ def test_ray_pool_matches_local(tie_kb, ray_local, policy):
         ray_local.get_actor(f"{service.spec.name}-0", namespace="rayrag")
 
 
+@pytest.mark.slow
 def test_concurrent_calls_from_many_threads(tie_kb, ray_local):
     """Four client threads pinned to one actor at once: every call gets its own exact rows back
     (merged searches are split correctly)."""
@@ -240,6 +243,7 @@ def _restarted(service, old_pid: int) -> int | None:
     return pid if pid != old_pid else None
 
 
+@pytest.mark.slow
 def test_actor_killed_during_call_same_ids(tie_kb, ray_local, hold_dir):
     """SIGKILL of the actor that holds a call in flight (it said it received the call): the call is re-sent
     to the other actor and returns the same ids, well before the call timeout; Ray restarts the killed actor."""
@@ -271,6 +275,7 @@ def test_actor_killed_during_call_same_ids(tie_kb, ray_local, hold_dir):
         service.close()
 
 
+@pytest.mark.slow
 def test_single_actor_killed_during_call_is_waited_for_while_it_restarts(tie_kb, ray_local, hold_dir):
     """One actor, killed under a call, with a restart left: the call waits for the restart (tries that find the
     actor restarting do not count against max_attempts) instead of spending its 2 tries in a fraction of a
@@ -303,6 +308,7 @@ def test_single_actor_killed_during_call_is_waited_for_while_it_restarts(tie_kb,
         service.close()
 
 
+@pytest.mark.slow
 def test_hung_actor_call_times_out_and_is_resent(tie_kb, ray_local):
     kb, vectors = tie_kb
     service = ray_service(kb, 2, call_timeout_s=2.0, suspect_s=30.0)
@@ -324,6 +330,7 @@ def test_hung_actor_call_times_out_and_is_resent(tie_kb, ray_local):
         service.close()
 
 
+@pytest.mark.slow
 def test_retries_exhausted_raise_retrieval_error(tie_kb, ray_local):
     from rayrag.errors import RetrievalError
 
@@ -340,6 +347,7 @@ def test_retries_exhausted_raise_retrieval_error(tie_kb, ray_local):
         service.close()
 
 
+@pytest.mark.slow
 def test_client_in_another_process_from_the_spec(tie_kb, ray_local, tmp_path):
     """A process that did not create the pool makes its client from the service's spec (as a DDP rank, a Ray
     Train worker or a Tune trial does): it uses the pool, and closing it leaves the pool to its owner."""
@@ -439,6 +447,7 @@ def test_unreachable_ray_address_fails_fast_with_the_fix():
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.slow
 def test_pool_over_missing_kb_names_the_cause(ray_local, tmp_path):
     from rayrag.errors import RetrievalError
 

@@ -4,7 +4,6 @@ the pieces that turn timings into the table."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -23,11 +22,8 @@ STEPS, WORKERS = 4, (1, 2)
 
 
 def _backends() -> list[str]:
-    """local and pytorch, and the ray pool in both policies once its module exists."""
-    names = ["local", "pytorch"]
-    if importlib.util.find_spec("rayrag.retrieval.ray_pool") is not None:
-        names += ["ray:2", "ray-hf:2"]
-    return names
+    """Every kind of backend: local, pytorch, and the ray pool in both policies."""
+    return ["local", "pytorch", "ray:2", "ray-hf:2"]
 
 
 def _run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -58,6 +54,7 @@ def bench_out(tmp_path_factory):
     return out, names, proc
 
 
+@pytest.mark.slow
 def test_bench_writes_every_file_with_one_row_per_backend_and_worker_count(bench_out):
     out, names, proc = bench_out
     for name in ("results.json", "results.csv", "results.md", "results.png"):
@@ -85,11 +82,13 @@ def test_bench_writes_every_file_with_one_row_per_backend_and_worker_count(bench
     assert "results written to" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_every_backend_returns_the_local_ids(bench_out):
     rows = json.loads((bench_out[0] / "results.json").read_text())["rows"]
     assert [r["ids_identical_to_local"] for r in rows] == [True] * len(rows)
 
 
+@pytest.mark.slow
 def test_bench_speedups_are_pytorch_over_the_row_at_the_same_worker_count(bench_out):
     rows = json.loads((bench_out[0] / "results.json").read_text())["rows"]
     torch_s = {r["workers"]: r["rank0_mean_s"] for r in rows if r["backend"] == "pytorch"}
@@ -100,6 +99,7 @@ def test_bench_speedups_are_pytorch_over_the_row_at_the_same_worker_count(bench_
             assert r["speedup_vs_pytorch"] == 1.0
 
 
+@pytest.mark.slow
 def test_bench_floor_names_its_settings(bench_out):
     floor = json.loads((bench_out[0] / "results.json").read_text())["floor"]
     assert floor["queries"] == max(WORKERS) * 4  # one step of the largest worker count, batch 4
@@ -111,6 +111,7 @@ def test_bench_floor_names_its_settings(bench_out):
     assert len(floor["trials"]) == 2 * os.cpu_count()  # every thread count, FAISS's threshold and 1
 
 
+@pytest.mark.slow
 def test_bench_memory_sees_who_maps_the_index_file(bench_out):
     """local and pytorch map the index file (IO_FLAG_MMAP_IFC); the reference's actors read a private copy."""
     rows = {(r["backend"], r["workers"]): r for r in json.loads((bench_out[0] / "results.json").read_text())["rows"]}
@@ -146,8 +147,8 @@ def test_add_speedups_divides_pytorch_by_the_row_at_the_same_worker_count():
     ("workers", "2,x", "--workers"), ("workers", "0,2", "--workers"), ("backends", "ray", "--backends"),
     ("backends", "local:2", "--backends"), ("backends", "faiss", "--backends"),
     ("backends", "local,local", "--backends"),
-    ("index_type", "lsh", "--index-type"), ("steps", 0, "--steps"), ("n_docs", 10**7, "--n-docs"),
-    ("step_time", -1.0, "--step-time")])
+    ("index_type", "lsh", "--index_type"), ("steps", 0, "--steps"), ("n_docs", 10**7, "--n_docs"),
+    ("step_time", -1.0, "--step_time")])
 def test_options_name_the_bad_flag(field, value, flag):
     opts = BenchOptions(**{field: value})
     with pytest.raises(RayragError, match=flag):

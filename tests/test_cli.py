@@ -12,6 +12,9 @@ import torch
 
 from conftest import rayrag
 
+# every test here runs the real command line in subprocesses (seconds to minutes each): the end-to-end tier
+pytestmark = pytest.mark.slow
+
 
 def _train_losses(run_dir) -> list[float]:
     with open(run_dir / "logs" / "metrics.csv", newline="") as f:

@@ -17,6 +17,8 @@ import pytest
 
 from _fixtures_backends import child_env, port_closed, ray_head
 
+pytestmark = pytest.mark.slow  # every test here trains through the CLI or runs a Ray cluster
+
 STEPS_PER_RANK = 4  # 32 training questions / 2 ranks / batch 4, one epoch
 VAL_BATCHES = 1  # 4 validation questions / 2 ranks / batch 2
 
@@ -94,7 +96,6 @@ def test_ddp_ray_local_instance_same_losses_and_stopped(run_backend):
     np.testing.assert_allclose(loss_curve(out), loss_curve(run_backend("local")[0]), rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_ddp_ray_on_running_cluster_leaves_no_actors(run_backend, corpus_dir, tiny_rag, tiny_kb, tmp_path):
     """`ray start --head` (token authentication on), then `rayrag train --ray_address HOST:PORT` with
     RAY_AUTH_MODE unset: rayrag finds the token, trains, kills its actors, leaves the cluster up.

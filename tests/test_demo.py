@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import rayrag
+
+pytestmark = pytest.mark.slow  # the whole demo: index, init-model, two trainings, eval
 
 
 def test_demo_small(tmp_path):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 
 import pytest
 import torch
@@ -36,6 +35,7 @@ def _weights(run_dir):
     return state["global_step"], state["state_dict"]
 
 
+@pytest.mark.slow
 def test_crash_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path, corpus_dir, tiny_rag):
     args = ["train", "--data_dir", corpus_dir / "data", "--model_name_or_path", tiny_rag, "--do_train",
             "--train_batch_size", "16", "--num_train_epochs", "2", "--learning_rate", "1e-3", "--dropout", "0.1",
@@ -53,27 +53,62 @@ def test_crash_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path, c
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
+# `rayrag index` with the index build replaced by: say so on stdout, then wait to be killed. It is called
+# inside the knowledge base's temporary directory, after the passages are written and before the index,
+# manifest and rename: the kill lands exactly midway, on an event the code sets, never on a timed guess.
+_INDEX_STOPPED_MIDWAY = """
+import sys, threading
+from rayrag.kb import faiss_index
+
+def build_index_then_wait(*args, **kwargs):
+    print("MIDWAY", flush=True)
+    threading.Event().wait(600)
+    raise SystemExit("not killed within 600 s")
+
+faiss_index.build_index = build_index_then_wait
+from rayrag.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
 def test_index_killed_midway_leaves_nothing_visible_and_rerun_succeeds(tmp_path):
     docs = tmp_path / "docs.jsonl"
     with open(docs, "w", encoding="utf-8") as f:
-        for i in range(20000):
+        for i in range(2000):
             f.write(json.dumps({"title": f"doc {i}", "text": f"passage number {i} " * 20}) + "\n")
     out = tmp_path / "kb"
-    cmd = [sys.executable, "-m", "rayrag", "index", "--docs", str(docs), "--out", str(out), "--encoder", "tiny",
-           "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob(".kb.tmp-*")):
-        time.sleep(0.05)
-    assert list(tmp_path.glob(".kb.tmp-*")), "index never started writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    args = ["index", "--docs", str(docs), "--out", str(out), "--encoder", "tiny", "--quiet"]
+    err = tempfile.TemporaryFile()  # not in tmp_path, whose listing the test checks
+    proc = subprocess.Popen([sys.executable, "-c", _INDEX_STOPPED_MIDWAY, *args], stdout=subprocess.PIPE,
+                            stderr=err, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # ends when the child says MIDWAY, or at its exit (EOF)
+            lines.append(line)
+            if line.strip() == "MIDWAY":
+                break
+        if not (lines and lines[-1].strip() == "MIDWAY"):
+            err.seek(0)
+            raise AssertionError(f"index exited {proc.wait()} before building the index:\n"
+                                 f"{err.read().decode(errors='replace')[-3000:]}")
+        tmp = tmp_path / f".kb.tmp-{proc.pid}"
+        assert (tmp / "passages").is_dir() and not (tmp / "index.faiss").exists()
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        err.close()
     assert not out.exists()
+    assert tmp.is_dir()  # the killed process could not clean up: only the rerun can
     visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
     assert visible == ["docs.jsonl"]
     done = rayrag("index", "--docs", docs, "--out", out, "--encoder", "tiny", "--quiet")
-    assert "20000 documents -> 20000 passages" in done.stdout
+    assert "2000 documents -> 2000 passages" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "kb"]  # the stale temporary is gone
     from rayrag.kb.store import KnowledgeBase
 
-    assert len(KnowledgeBase(out)) == 20000
+    assert len(KnowledgeBase(out)) == 2000

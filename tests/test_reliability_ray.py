@@ -30,6 +30,8 @@ import torch
 
 from _fixtures_backends import child_env, port_closed, ray_head
 
+pytestmark = pytest.mark.slow  # every test here trains through the CLI or runs a Ray cluster
+
 STEPS = 32  # 64 training questions, batch 2, one epoch
 VAL_CALLS = 1  # 4 validation questions, batch 4
 SAVE_EVERY = 2
@@ -443,30 +445,3 @@ def test_driver_killed_leaves_nothing_on_the_cluster(corpus_dir, tiny_rag, tmp_p
         assert states == {f"{name}-0": "DEAD", f"{name}-1": "DEAD"}
         print(f"actors listed DEAD {time.monotonic() - t0:.1f} s after the driver was killed")
         assert not port_closed(address)  # the user's cluster is still up
-
-
-def test_pool_flags_reach_the_pool_config(tmp_path):
-    """--retrieval_timeout_s / --retrieval_max_restarts: defaults equal PoolConfig's, values reach the pool,
-    and they are refused with other backends or out of range."""
-    from rayrag.errors import RayragError
-    from rayrag.retrieval.ray_pool import PoolConfig
-    from rayrag.train.options import TrainOptions
-    from rayrag.train.run import backend_factory
-
-    def opts(**kw):
-        return TrainOptions(data_dir=tmp_path, output_dir=tmp_path / "o", model_name_or_path=tmp_path, do_train=True,
-                            **kw)
-
-    default = opts()
-    assert (default.retrieval_timeout_s, default.retrieval_max_restarts) == (PoolConfig.call_timeout_s,
-                                                                             PoolConfig.max_restarts)
-    o = opts(distributed_retriever="ray", retrieval_timeout_s=2.5, retrieval_max_restarts=-1)
-    o.validate()
-    config = backend_factory(o, tmp_path).config
-    assert (config.call_timeout_s, config.max_restarts) == (2.5, -1)
-    with pytest.raises(RayragError, match="--retrieval_timeout_s applies to --distributed_retriever ray, not local"):
-        opts(retrieval_timeout_s=5.0).validate()
-    with pytest.raises(RayragError, match="--retrieval_max_restarts -2: must be -1"):
-        opts(distributed_retriever="ray", retrieval_max_restarts=-2).validate()
-    with pytest.raises(RayragError, match="--retrieval_timeout_s 0.0: must be positive"):
-        opts(distributed_retriever="ray", retrieval_timeout_s=0.0).validate()

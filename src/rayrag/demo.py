@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rayrag.data.qa import load_split
 from rayrag.data.synthetic import make_corpus, write_corpus
+from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
 from rayrag.model.checkpoint import load_model
 
@@ -54,6 +55,23 @@ class DemoOptions:
     """Test questions scored (-1: all)."""
     overwrite: bool = True
     """Replace an earlier demo in --out."""
+
+    def validate(self) -> None:
+        """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
+        least = {"--entities": (self.entities, 3), "--n_docs": (self.n_docs, 1),
+                 "--train_batch_size": (self.train_batch_size, 1), "--encoder_layers": (self.encoder_layers, 0),
+                 "--decoder_layers": (self.decoder_layers, 0), "--val_every": (self.val_every, 1),
+                 "--n_test": (self.n_test, -1), "--question_encoder_lr": (self.question_encoder_lr, 0)}
+        for flag, (value, low) in least.items():
+            if value < low:
+                raise RayragError(f"{flag} {value}: must be at least {low}")
+        for flag, value in (("--train_minutes", self.train_minutes), ("--learning_rate", self.learning_rate)):
+            if not value > 0:
+                raise RayragError(f"{flag} {value}: must be positive")
+
+    def resolved(self) -> DemoOptions:
+        """A new `DemoOptions`; nothing here has a default that depends on other flags."""
+        return replace(self)
 
 
 def _evaluate(model_dir: Path, data_dir: Path, out: Path, n_test: int, tag: str, progress: bool) -> dict:

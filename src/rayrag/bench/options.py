@@ -1,7 +1,9 @@
-"""What `rayrag bench retrieval` runs: the options dataclass, validated once, and the backend names."""
+"""What `rayrag bench retrieval` runs: the options dataclass (`validate()` checks, `resolved()` copies) and the
+backend names."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +49,7 @@ class BenchOptions:
     """Options of `rayrag bench retrieval`."""
 
     out: Path = Path("runs/bench")
-    """Directory for results.json, results.csv, results.md, results.png (and the index, unless --cache-dir)."""
+    """Directory for results.json, results.csv, results.md, results.png (and the index, unless --cache_dir)."""
     workers: str = "2,3,4"
     """Training process counts to run, comma-separated (each is one torch.distributed gloo group)."""
     backends: str = "local,pytorch,ray:2,ray:4,ray-hf:2,ray-hf:4"
@@ -59,7 +61,7 @@ class BenchOptions:
     index_type: str = "flat"
     """FAISS index type: flat | hnsw | ivfpq."""
     clusters: int = 0
-    """Clusters the random vectors are drawn around (0: about sqrt(--index-size)), so hnsw/ivfpq are meaningful."""
+    """Clusters the random vectors are drawn around (0: about sqrt(--index_size)), so hnsw/ivfpq are meaningful."""
     batch_size: int = 8
     """Query vectors per training process per step (questions per GPU)."""
     n_docs: int = 5
@@ -100,25 +102,29 @@ class BenchOptions:
         return sorted(specs, key=lambda s: (order[s.kind], s.actors))
 
     def validate(self) -> None:
-        """Check every flag once; raise `RayragError` naming the flag."""
+        """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
         self.worker_counts()
         self.backend_specs()
-        for flag, value, low in (("--index-size", self.index_size, 1), ("--dim", self.dim, 1),
-                                 ("--batch-size", self.batch_size, 1), ("--n-docs", self.n_docs, 1),
-                                 ("--steps", self.steps, 1), ("--warmup-steps", self.warmup_steps, 1),
-                                 ("--clusters", self.clusters, 0), ("--floor-repeats", self.floor_repeats, 1)):
+        for flag, value, low in (("--index_size", self.index_size, 1), ("--dim", self.dim, 1),
+                                 ("--batch_size", self.batch_size, 1), ("--n_docs", self.n_docs, 1),
+                                 ("--steps", self.steps, 1), ("--warmup_steps", self.warmup_steps, 1),
+                                 ("--clusters", self.clusters, 0), ("--floor_repeats", self.floor_repeats, 1)):
             if value < low:
                 raise RayragError(f"{flag} {value}: must be at least {low}")
         if self.index_type not in INDEX_TYPES:
-            raise RayragError(f"--index-type {self.index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
+            raise RayragError(f"--index_type {self.index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
         if self.n_docs > self.index_size:
-            raise RayragError(f"--n-docs {self.n_docs}: more than the {self.index_size} passages of --index-size")
+            raise RayragError(f"--n_docs {self.n_docs}: more than the {self.index_size} passages of --index_size")
         if self.clusters > self.index_size:
-            raise RayragError(f"--clusters {self.clusters}: more than the {self.index_size} passages of --index-size")
+            raise RayragError(f"--clusters {self.clusters}: more than the {self.index_size} passages of --index_size")
         if self.step_time < 0:
-            raise RayragError(f"--step-time {self.step_time}: must be 0 or more seconds")
+            raise RayragError(f"--step_time {self.step_time}: must be 0 or more seconds")
         if self.run_timeout <= 0:
-            raise RayragError(f"--run-timeout {self.run_timeout}: must be positive")
+            raise RayragError(f"--run_timeout {self.run_timeout}: must be positive")
+
+    def resolved(self) -> BenchOptions:
+        """A new `BenchOptions` with --clusters filled in (0: about sqrt(--index_size))."""
+        return dataclasses.replace(self, clusters=self.n_clusters())
 
     def n_clusters(self) -> int:
         return self.clusters or max(1, int(round(self.index_size ** 0.5)))

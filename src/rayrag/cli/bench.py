@@ -8,47 +8,36 @@ all-reduce, as DDP would. Every backend runs in the same invocation on the same 
 retriever), ray:M (rayrag's pool of M actors) and ray-hf:M (the pool with the reference's policy:
 random actor, a private index copy per actor). Only the retrieval calls are timed.
 
-Writes to --out: results.json (machine, command, floor, rows), results.csv, results.md (the table
-in the reference's shape) and results.png; the benchmark index is built once and reused.
+Writes to --out: config.yaml (the options; `rayrag bench retrieval --config OUT/config.yaml`
+reruns it), results.json (machine, command, floor, rows), results.csv, results.md (the table in
+the reference's shape) and results.png; the benchmark index is built once and reused.
 
 Example (about 16 minutes on 2 cores; docs/BENCHMARKS.md has its results):
   rayrag bench retrieval --workers 2,3,4 --backends local,pytorch,ray:2,ray:4,ray-hf:2,ray-hf:4 \\
-      --index-size 200000 --dim 768 --index-type flat --steps 15 --out runs/bench
+      --index_size 200000 --dim 768 --index_type flat --steps 15 --out runs/bench
 """
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
 from rayrag.bench.options import BenchOptions
-from rayrag.cli.args import add_dataclass_args, to_dataclass
+from rayrag.cli.aliases import dashed
 
-HELP = "benchmarks: `bench retrieval` times local, pytorch and ray retrieval side by side"
-
-RETRIEVAL_HELP = "seconds per retrieval call by backend and training processes (the reference's table)"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    r = sub.add_parser("retrieval", help=RETRIEVAL_HELP, description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    # also accepted after the benchmark name; SUPPRESS keeps a value given before it
-    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
-    r.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="log warnings and errors only")
-    add_dataclass_args(r, BenchOptions, dash="-")
+HELP = "seconds per retrieval call by backend and training processes (the reference's table)"
+OPTIONS = BenchOptions
+ALIASES = dashed(BenchOptions)  # --index-size, --index-type, --batch-size, --n-docs, --cache-dir, ...
 
 
-def run(args: argparse.Namespace) -> int:
+def run(opts: BenchOptions, quiet: bool) -> int:
     from rayrag.bench.run import run_benchmark
+    from rayrag.config import write_config
 
-    opts = to_dataclass(BenchOptions, args)
+    write_config(opts, opts.out)
     command = "rayrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = run_benchmark(opts, command=command, progress=not args.quiet)
+    result = run_benchmark(opts, command=command, progress=not quiet)
     print(result.files["md"].read_text(encoding="utf-8"))
-    for label in result.skipped:
-        print(f"skipped {label}: this rayrag has no such backend yet")
     for f in result.failed:
         print(f"FAILED {f['backend']} with {f['workers']} workers (no row): {f['error'].splitlines()[0]}")
     print(f"{len(result.rows)} runs in {result.seconds:.0f} s; results written to "

@@ -3,29 +3,31 @@
 Invents a knowledge base of fictional people and facts (so no model can know the answers),
 indexes it with the packaged MiniLM encoder, assembles and fine-tunes a RAG-token model, and
 scores it on questions about people never seen in training, against the model before training
-and a closed-book generator trained the same way. Everything lands in --out: data/, kb/,
-model-init/, rag/ (the run, with rag/best_model/), closed-book/, eval/, demo_report.json and
-demo_report.png (training curve and the three models' scores).
+and a closed-book generator trained the same way. Everything lands in --out: config.yaml (the
+options; `rayrag demo --config OUT/config.yaml` reruns it), data/, kb/, model-init/, rag/ (the
+run, with rag/best_model/), closed-book/, eval/, demo_report.json and demo_report.png (training
+curve and the three models' scores).
+
+Example:
+  rayrag demo --out runs/demo --train_minutes 3
 """
 
 from __future__ import annotations
 
-import argparse
-
-from rayrag.cli.args import add_dataclass_args, to_dataclass
+from rayrag.cli.aliases import dashed, negations
 from rayrag.demo import DemoOptions
 
 HELP = "the built-in end-to-end job: synthetic knowledge base -> fine-tuned RAG -> scores"
+OPTIONS = DemoOptions
+ALIASES = {**dashed(DemoOptions), **negations(DemoOptions, dash=True)}  # --train-minutes, --no-overwrite
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_dataclass_args(p, DemoOptions, dash="-")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(opts: DemoOptions, quiet: bool) -> int:
+    from rayrag.config import write_config
     from rayrag.demo import format_report, run_demo
 
-    report = run_demo(to_dataclass(DemoOptions, args), progress=not args.quiet)
+    write_config(opts, opts.out)
+    report = run_demo(opts, progress=not quiet)
     print(format_report(report))
-    print(f"report written to {args.out / 'demo_report.json'}")
+    print(f"report written to {opts.out / 'demo_report.json'}")
     return 0

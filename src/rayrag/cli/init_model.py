@@ -12,21 +12,17 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-
-from rayrag.cli.args import add_dataclass_args, to_dataclass
+from rayrag.cli.aliases import negations
 from rayrag.model.assemble import InitOptions
 
 HELP = "assemble a RAG model (or a closed-book baseline) from parts"
+OPTIONS = InitOptions
+ALIASES = negations(InitOptions)  # --no-overwrite (argparse's BooleanOptionalAction)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_dataclass_args(p, InitOptions)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(opts: InitOptions, quiet: bool) -> int:
     from rayrag.model.assemble import init_model
 
-    out = init_model(to_dataclass(InitOptions, args))
+    out = init_model(opts)
     print(f"model written to {out}")
     return 0

@@ -1,4 +1,8 @@
-"""The `rayrag` command: one verb per module in this package."""
+"""The `rayrag` command: picks the verb from argv, parses that verb's options (cli/parse.py), runs it.
+
+Each verb is one module in this package (`bench retrieval` is cli/bench.py). Errors a user can
+fix are one line, `rayrag VERB: error: ...`, and exit 2; --debug shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -18,33 +22,54 @@ VERBS = {
     "train": "rayrag.cli.train",
     "eval": "rayrag.cli.eval",
     "ask": "rayrag.cli.ask",
-    "bench": "rayrag.cli.bench",
+    "bench retrieval": "rayrag.cli.bench",
 }
+GROUPS = {"bench": "benchmarks: `bench retrieval` times local, pytorch and ray retrieval side by side"}
+"""Verbs of two words: the help line of their first word."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rayrag",
-        description="Fine-tune Retrieval-Augmented Generation models on your own knowledge base, with "
-                    "retrieval served by a pool of Ray actors.",
-        epilog="Start with `rayrag demo`; `rayrag VERB --help` explains each verb.")
-    parser.add_argument("--version", action="version", version=f"rayrag {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb, module in VERBS.items():
-        mod = import_module(module)
-        p = sub.add_parser(verb, help=mod.HELP, description=mod.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-        p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+def _listing_parser(prog: str, words: dict[str, str], description: str, epilog: str = "",
+                    metavar: str = "VERB") -> argparse.ArgumentParser:
+    """A parser that only lists verbs (for --help, --version and a missing or unknown verb)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    if prog == "rayrag":
+        parser.add_argument("--version", action="version", version=f"rayrag {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar=metavar, required=True)
+    for word, help_text in words.items():
+        sub.add_parser(word, help=help_text, add_help=False)
     return parser
+
+
+def _help_line(verb: str) -> str:
+    return GROUPS.get(verb) or import_module(VERBS[verb]).HELP
+
+
+def pick_verb(argv: list[str]) -> tuple[str, list[str]]:
+    """The verb `argv` names and the arguments after it; prints help or a usage error and exits otherwise."""
+    first = argv[0] if argv else None
+    if first in VERBS:
+        return first, argv[1:]
+    if first in GROUPS:
+        rest = argv[1:]
+        word = next((a for a in rest if not a.startswith("-")), None)
+        if f"{first} {word}" in VERBS:
+            rest.remove(word)
+            return f"{first} {word}", rest
+        subs = {v.split()[1]: import_module(m).HELP for v, m in VERBS.items() if v.startswith(first + " ")}
+        _listing_parser(f"rayrag {first}", subs, GROUPS[first], metavar="BENCHMARK").parse_args(rest)
+    words = {v.split()[0]: "" for v in VERBS}
+    parser = _listing_parser(
+        "rayrag", {w: _help_line(w) for w in words},
+        "Fine-tune Retrieval-Augmented Generation models on your own knowledge base, with retrieval served by "
+        "a pool of Ray actors.", "Start with `rayrag demo`; `rayrag VERB --help` explains each verb.")
+    parser.parse_args(argv[:1])  # prints the help, the version or a usage error, and exits
+    raise SystemExit(2)
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "filelock", "fsspec", "datasets", "httpx", "torch.distributed"):
+    for noisy in ("urllib3", "filelock", "fsspec", "datasets", "httpx", "torch.distributed", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not debug:
@@ -61,19 +86,26 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.debug, args.quiet)
+    from rayrag.cli.parse import parse
+
+    verb, rest = pick_verb(list(sys.argv[1:] if argv is None else argv))
+    module = import_module(VERBS[verb])
     try:
-        code = args._run(args)
-        return int(code or 0)
+        opts, common = parse(module, f"rayrag {verb}", rest)
+    except argparse.ArgumentError as e:
+        print(f"rayrag {verb}: error: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(common.debug, common.quiet)
+    try:
+        opts.validate()
+        return int(module.run(opts.resolved(), common.quiet) or 0)
     except RayragError as e:
-        if args.debug:
+        if common.debug:
             raise
-        print(f"rayrag {args.verb}: error: {e}", file=sys.stderr)
+        print(f"rayrag {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"rayrag {args.verb}: interrupted", file=sys.stderr)
+        print(f"rayrag {verb}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -39,9 +39,6 @@ class IndexParams:
     ivf_nprobe: int = 16
     """IVF-PQ: cells visited per query."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def _pick_pq_m(dim: int) -> int:
     best = 1
@@ -54,7 +51,7 @@ def _pick_pq_m(dim: int) -> int:
 def build_index(vectors: np.ndarray, index_type: str, params: IndexParams) -> tuple[faiss.Index, dict]:
     """Build an index over `vectors` (N, d) float32; returns it and the parameters it used."""
     if index_type not in INDEX_TYPES:
-        raise RayragError(f"--index-type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
+        raise RayragError(f"--index_type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
     n, dim = vectors.shape
     used: dict = {}
     t0 = time.perf_counter()
@@ -71,15 +68,15 @@ def build_index(vectors: np.ndarray, index_type: str, params: IndexParams) -> tu
         nlist = params.ivf_nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))
         pq_m = params.pq_m or _pick_pq_m(dim)
         if dim % pq_m:
-            raise RayragError(f"--pq-m {pq_m}: must divide the vector size {dim}")
+            raise RayragError(f"--index.pq_m {pq_m}: must divide the vector size {dim}")
         # FAISS wants about 39 training points per centroid, for the coarse and the PQ codebooks.
         nbits = params.pq_nbits
         while nbits > 1 and n < 39 * (1 << nbits):
             nbits -= 1
         if n < 39 * nlist or nbits < 1:
             raise RayragError(
-                f"ivfpq needs more passages: {n} passages for {nlist} cells; use --index-type flat "
-                "or a smaller --ivf-nlist")
+                f"ivfpq needs more passages: {n} passages for {nlist} cells; use --index_type flat "
+                "or a smaller --index.ivf_nlist")
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.train(vectors)

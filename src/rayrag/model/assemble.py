@@ -10,6 +10,7 @@ Generators:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class InitOptions:
     """Replace `out` if it exists."""
 
     def validate(self) -> None:
+        """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
         if self.model_type not in MODEL_TYPES:
             raise RayragError(f"--model_type {self.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
         if self.model_type in RAG_TYPES and self.kb is None:
@@ -70,6 +72,10 @@ class InitOptions:
         if self.max_combined_length < 16:
             raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
 
+    def resolved(self) -> InitOptions:
+        """A new `InitOptions` with --kb made absolute (the model directory records it)."""
+        return dataclasses.replace(self, kb=Path(self.kb).resolve() if self.kb is not None else None)
+
 
 def kb_encoder(kb: Path, manifest: Manifest) -> str:
     """The encoder a knowledge base was built with; `./x` names a directory inside the knowledge base."""
@@ -77,8 +83,9 @@ def kb_encoder(kb: Path, manifest: Manifest) -> str:
     return str((Path(kb) / enc).resolve()) if enc.startswith("./") else enc
 
 
-def _fix_special_ids(config, tokenizer) -> None:
-    """RAG needs decoder start = bos and eos/pad set, in the config and the generation config."""
+def _fix_special_ids(config, tokenizer) -> dict[str, int]:
+    """Set decoder start = bos and eos/pad on `config` (RAG needs them); returns the ids set, for the
+    generation config."""
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     ids = {"pad_token_id": tokenizer.pad_token_id,
            "eos_token_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id}
@@ -109,9 +116,9 @@ def build_generator(spec: str, tokenizer_for_tiny, decoder_layers: int = 0, seed
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
 
-    from rayrag.model.tiny import tiny_generator
-
     if spec in ("tiny-bart", "tiny-t5"):
+        from rayrag.tiny import tiny_generator
+
         return tiny_generator(spec, tokenizer_for_tiny, seed=seed), tokenizer_for_tiny
     if spec == encoders.MINILM or spec.startswith("bert2bert:"):
         path = encoders.resolve(encoders.MINILM if spec == encoders.MINILM else spec.split(":", 1)[1])
@@ -148,6 +155,7 @@ def init_model(opts: InitOptions) -> Path:
     from transformers import RagConfig
 
     opts.validate()
+    opts = opts.resolved()
     out = Path(opts.out)
     if out.exists() and not opts.overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
@@ -169,7 +177,6 @@ def init_model(opts: InitOptions) -> Path:
         raise RayragError(
             f"--question_encoder {q_name}: makes vectors of size {dim} but {opts.kb} holds vectors of size "
             f"{manifest.dim}; use the encoder the knowledge base was built with ({manifest.encoder})")
-    opts.kb = Path(opts.kb).resolve()
     if manifest.n_passages < opts.n_docs:
         raise RayragError(f"--n_docs {opts.n_docs}: the knowledge base {opts.kb} has only "
                           f"{manifest.n_passages} passages")

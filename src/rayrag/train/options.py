@@ -1,14 +1,18 @@
 """Options of `rayrag train`: the reference fine-tuning script's flags, plus Lightning's and rayrag's own.
 
-Each field's docstring is its `--help` text; `validate` runs once, at the edge, and names the flag.
+Each field's docstring is its `--help` text. `resolved()` returns a copy with the reference's flags
+applied (--gpus, --passages_path/--index_path); `validate()` checks without changing anything, and
+every error names the flag.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.retrieval.ray.config import PoolConfig
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_w_restarts", "polynomial", "constant")
 BACKENDS = ("local", "pytorch", "ray")
@@ -116,11 +120,8 @@ class TrainOptions:
     """Ray backend: number of retrieval actors."""
     ray_address: str | None = None
     """Ray backend: `auto` (a running cluster), HOST:PORT, or unset/`local` to start a local instance."""
-    retrieval_timeout_s: float = 120.0
-    """Ray backend: longest wait for one retrieval actor's answer; a call past it is re-sent to another actor."""
-    retrieval_max_restarts: int = 4
-    """Ray backend: times Ray restarts each retrieval actor that dies (-1: without limit); once an actor is
-    past it and the others fail too, training stops with a one-line error."""
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    """Ray backend: the pool of retrieval actors (--retrieval_timeout_s/--retrieval_max_restarts still work)."""
     profile: bool = False
     """Time every retrieval call on every rank: retrieval_profile.json in --output_dir."""
     resume: bool = False
@@ -133,73 +134,108 @@ class TrainOptions:
     """Show progress bars."""
 
     def validate(self) -> None:
-        """Check flag values and combinations; raise `RayragError` naming the flag."""
-        positive = {"--train_batch_size": self.train_batch_size, "--eval_batch_size": self.eval_batch_size,
-                    "--max_source_length": self.max_source_length, "--max_target_length": self.max_target_length,
-                    "--num_train_epochs": self.num_train_epochs, "--devices": self.devices,
-                    "--gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "--eval_beams": self.eval_beams, "--num_retrieval_workers": self.num_retrieval_workers,
-                    "--num_nodes": self.num_nodes}
-        for flag, value in positive.items():
-            if value < 1:
-                raise RayragError(f"{flag} {value}: must be at least 1")
-        if not self.do_train and not self.do_predict:
-            raise RayragError("nothing to do: pass --do_train, --do_predict or both")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise RayragError(f"--lr_scheduler {self.lr_scheduler!r}: choose one of {', '.join(LR_SCHEDULERS)}")
-        if self.distributed_retriever not in BACKENDS:
-            raise RayragError(
-                f"--distributed_retriever {self.distributed_retriever!r}: choose one of {', '.join(BACKENDS)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise RayragError(f"--label_smoothing {self.label_smoothing}: must be in [0, 1)")
-        if self.learning_rate <= 0:
-            raise RayragError(f"--learning_rate {self.learning_rate}: must be positive")
-        if self.question_encoder_lr is not None and self.question_encoder_lr < 0:
-            raise RayragError(f"--question_encoder_lr {self.question_encoder_lr}: must be 0 (frozen) or more")
-        if self.n_docs is not None and self.n_docs < 1:
-            raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
-        if self.gpus is not None:
-            if self.gpus < 0:
-                raise RayragError(f"--gpus {self.gpus}: must be 0 or more")
-            if self.gpus > 0 and self.accelerator not in ("auto", "gpu", "cuda"):
-                raise RayragError(f"--gpus {self.gpus} contradicts --accelerator {self.accelerator}; drop one")
-            if self.gpus > 0:
-                self.accelerator, self.devices = "gpu", self.gpus
-            else:
-                self.accelerator = "cpu"
-        if self.index_name not in (None, "custom"):
-            raise RayragError(
-                f"--index_name {self.index_name}: rayrag retrieves from knowledge bases built with "
-                "`rayrag index`; pass --index_name custom with --passages_path/--index_path, or --kb")
-        derived = {p.parent for p in (self.passages_path, self.index_path) if p is not None}
-        if len(derived) > 1:
-            raise RayragError(
-                f"--passages_path {self.passages_path} and --index_path {self.index_path} are in different "
-                "directories; both must be inside one knowledge base directory")
-        if derived:
-            kb = derived.pop()
-            if self.kb is not None and Path(self.kb).resolve() != kb.resolve():
-                raise RayragError(f"--kb {self.kb} contradicts --passages_path/--index_path in {kb}; drop one")
-            self.kb = kb
+        """Check flag values and combinations; raise `RayragError` naming the flag. Changes nothing."""
+        _check_ranges(self)
+        _check_choices(self)
+        _check_gpus(self)
+        _reference_kb(self)
+        _check_ray(self)
         if self.resume and not (Path(self.output_dir) / "checkpoints" / "last.ckpt").is_file():
             raise RayragError(
                 f"--resume: no {Path(self.output_dir) / 'checkpoints' / 'last.ckpt'} to resume from; "
                 "drop --resume to start a new run")
-        ray_only = {"--num_retrieval_workers": self.num_retrieval_workers != 1,
-                    "--retrieval_timeout_s": self.retrieval_timeout_s != 120.0,
-                    "--retrieval_max_restarts": self.retrieval_max_restarts != 4}
-        for flag, changed in ray_only.items():
-            if changed and self.distributed_retriever != "ray":
-                raise RayragError(f"{flag} applies to --distributed_retriever ray, not "
-                                  f"{self.distributed_retriever}; drop it or choose ray")
-        if not self.retrieval_timeout_s > 0:
-            raise RayragError(f"--retrieval_timeout_s {self.retrieval_timeout_s}: must be positive")
-        if self.retrieval_max_restarts < -1:
-            raise RayragError(f"--retrieval_max_restarts {self.retrieval_max_restarts}: must be -1 (no limit) or more")
-        if self.ray_address is not None and not _valid_ray_address(self.ray_address):
-            raise RayragError(
-                f"--ray_address {self.ray_address!r}: use auto (a cluster started with `ray start --head`), "
-                "local (start a Ray instance for this run), HOST:PORT or ray://HOST:PORT")
+
+    def resolved(self) -> TrainOptions:
+        """A new `TrainOptions` with the reference's flags applied: --gpus N is --accelerator gpu --devices N
+        (0: --accelerator cpu), and --passages_path/--index_path set --kb to their directory."""
+        _check_gpus(self)
+        accelerator, devices = self.accelerator, self.devices
+        if self.gpus is not None:
+            accelerator, devices = ("gpu", self.gpus) if self.gpus > 0 else ("cpu", self.devices)
+        return dataclasses.replace(self, accelerator=accelerator, devices=devices, kb=_reference_kb(self),
+                                   pool=dataclasses.replace(self.pool))
+
+
+def _check_ranges(o: TrainOptions) -> None:
+    least = {"--train_batch_size": o.train_batch_size, "--eval_batch_size": o.eval_batch_size,
+             "--max_source_length": o.max_source_length, "--max_target_length": o.max_target_length,
+             "--val_max_target_length": o.val_max_target_length,
+             "--test_max_target_length": o.test_max_target_length, "--num_train_epochs": o.num_train_epochs,
+             "--devices": o.devices, "--gradient_accumulation_steps": o.gradient_accumulation_steps,
+             "--eval_beams": o.eval_beams, "--num_retrieval_workers": o.num_retrieval_workers,
+             "--num_nodes": o.num_nodes, "--log_every_n_steps": o.log_every_n_steps, "--n_docs": o.n_docs}
+    at_least_minus_one = {"--n_train": o.n_train, "--n_val": o.n_val, "--n_test": o.n_test,
+                          "--max_steps": o.max_steps, "--early_stopping_patience": o.early_stopping_patience}
+    at_least_zero = {"--warmup_steps": o.warmup_steps, "--save_every_n_steps": o.save_every_n_steps,
+                     "--num_workers": o.num_workers, "--gpus": o.gpus, "--weight_decay": o.weight_decay,
+                     "--max_grad_norm": o.max_grad_norm, "--max_time_minutes": o.max_time_minutes}
+    for low, checks in ((1, least), (-1, at_least_minus_one), (0, at_least_zero)):
+        for flag, value in checks.items():
+            if value is not None and value < low:
+                raise RayragError(f"{flag} {value}: must be at least {low}")
+    for flag, value in {"--learning_rate": o.learning_rate, "--adam_epsilon": o.adam_epsilon,
+                        "--val_check_interval": o.val_check_interval}.items():
+        if not value > 0:
+            raise RayragError(f"{flag} {value}: must be positive")
+    if o.question_encoder_lr is not None and o.question_encoder_lr < 0:
+        raise RayragError(f"--question_encoder_lr {o.question_encoder_lr}: must be 0 (frozen) or more")
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise RayragError(f"--label_smoothing {o.label_smoothing}: must be in [0, 1)")
+    for flag, value in {"--dropout": o.dropout, "--attention_dropout": o.attention_dropout}.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise RayragError(f"{flag} {value}: must be in [0, 1]")
+
+
+def _check_choices(o: TrainOptions) -> None:
+    if not o.do_train and not o.do_predict:
+        raise RayragError("nothing to do: pass --do_train, --do_predict or both")
+    if o.lr_scheduler not in LR_SCHEDULERS:
+        raise RayragError(f"--lr_scheduler {o.lr_scheduler!r}: choose one of {', '.join(LR_SCHEDULERS)}")
+    if o.distributed_retriever not in BACKENDS:
+        raise RayragError(
+            f"--distributed_retriever {o.distributed_retriever!r}: choose one of {', '.join(BACKENDS)}")
+    if o.index_name not in (None, "custom"):
+        raise RayragError(
+            f"--index_name {o.index_name}: rayrag retrieves from knowledge bases built with "
+            "`rayrag index`; pass --index_name custom with --passages_path/--index_path, or --kb")
+
+
+def _check_gpus(o: TrainOptions) -> None:
+    if o.gpus is not None and o.gpus > 0 and o.accelerator not in ("auto", "gpu", "cuda"):
+        raise RayragError(f"--gpus {o.gpus} contradicts --accelerator {o.accelerator}; drop one")
+
+
+def _reference_kb(o: TrainOptions) -> Path | None:
+    """--kb, or the directory the reference's --passages_path/--index_path point into; refuses a contradiction."""
+    derived = {Path(p).parent for p in (o.passages_path, o.index_path) if p is not None}
+    if len(derived) > 1:
+        raise RayragError(
+            f"--passages_path {o.passages_path} and --index_path {o.index_path} are in different "
+            "directories; both must be inside one knowledge base directory")
+    if not derived:
+        return o.kb
+    kb = derived.pop()
+    if o.kb is not None and Path(o.kb).resolve() != kb.resolve():
+        raise RayragError(f"--kb {o.kb} contradicts --passages_path/--index_path in {kb}; drop one")
+    return kb
+
+
+def _check_ray(o: TrainOptions) -> None:
+    """Flags of the ray backend: refused with other backends (compared with the defaults), then range-checked."""
+    if o.distributed_retriever != "ray":
+        default = PoolConfig()
+        changed = [f"--pool.{f.name}" for f in dataclasses.fields(PoolConfig)
+                   if getattr(o.pool, f.name) != getattr(default, f.name)]
+        if o.num_retrieval_workers != TrainOptions.num_retrieval_workers:
+            changed.insert(0, "--num_retrieval_workers")
+        if changed:
+            raise RayragError(f"{changed[0]} applies to --distributed_retriever ray, not "
+                              f"{o.distributed_retriever}; drop it or choose ray")
+    o.pool.validate("--pool.")
+    if o.ray_address is not None and not _valid_ray_address(o.ray_address):
+        raise RayragError(
+            f"--ray_address {o.ray_address!r}: use auto (a cluster started with `ray start --head`), "
+            "local (start a Ray instance for this run), HOST:PORT or ray://HOST:PORT")
 
 
 def _valid_ray_address(address: str) -> bool:

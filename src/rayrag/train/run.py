@@ -98,9 +98,15 @@ def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
 
 def train(opts: TrainOptions) -> dict:
     """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}."""
+    from rayrag.config import write_config
+    from rayrag.distributed import is_first_process
+
     opts.validate()
+    opts = opts.resolved()
     out = Path(opts.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if is_first_process():  # `rayrag train --config OUTPUT_DIR/config.yaml` reruns this run
+        write_config(opts, out)
     info = read_info(Path(opts.model_name_or_path))
     _check_model(opts, info)
     kb_dir = Path(opts.kb) if opts.kb is not None else (Path(info.kb) if info.kb else None)
