@@ -435,6 +435,34 @@ def test_coalescer_merges_requests_that_wait_together():
     assert isinstance(results[-1], KeyError)
 
 
+def test_coalescer_window_merges_requests_that_arrive_within_it():
+    """With a window, a request that arrives while the first waits joins its search; a lone request still runs,
+    after the window."""
+    from rayrag.retrieval.ray.coalesce import Coalescer
+
+    batches: list[list[int]] = []
+
+    def run_batch(key, payloads):
+        batches.append(list(payloads))
+        return [p + 100 for p in payloads]
+
+    c = Coalescer(run_batch, window_s=2.0)
+    results: dict[int, int] = {}
+    first = threading.Thread(target=lambda: results.update({1: c.submit("k", 1)}))
+    t0 = time.monotonic()
+    first.start()
+    wait_until("the first request to be pending", lambda: c.stats.requests == 1)
+    second = threading.Thread(target=lambda: results.update({2: c.submit("k", 2)}))
+    second.start()
+    for t in (first, second):
+        t.join(timeout=30)
+    assert results == {1: 101, 2: 102} and batches == [[1, 2]]
+    assert time.monotonic() - t0 >= 2.0  # the searcher waited the window out
+    t0 = time.monotonic()
+    assert c.submit("k", 3) == 103 and batches[-1] == [3] and 2.0 <= time.monotonic() - t0 < 20
+    c.close()
+
+
 def test_unreachable_ray_address_fails_fast_with_the_fix():
     port = free_port()  # nothing listens there
     code = ("from rayrag.retrieval.ray.connect import connect\n"

@@ -38,6 +38,23 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def ranks_on_this_node() -> int:
+    """Processes of this job on this machine: LOCAL_WORLD_SIZE where the launcher sets it (torchrun, Ray Train),
+    else the whole group (one machine), else 1."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return rank_and_world()[1]
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def broadcast_from_first(obj: Any) -> Any:
     """Rank 0's `obj` on every rank (a collective when a group of size > 1 exists; `obj` must pickle)."""
     if not _group_active():

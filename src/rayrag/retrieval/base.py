@@ -81,6 +81,9 @@ class ClientSpec(Protocol):
 
     backend: str
     kb: str
+    """The knowledge base: a rayrag directory, or with `index_path` a Hugging Face RAG passages directory."""
+    index_path: str | None
+    """The Hugging Face RAG layout's FAISS file; None for a rayrag directory (kb/layout.py)."""
 
     def connect(self) -> RetrievalClient:
         """This process's client. For `pytorch` a collective: call it on every rank at the same point."""

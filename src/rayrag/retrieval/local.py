@@ -6,11 +6,10 @@ The service holds nothing; each client opens the knowledge base itself.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from rayrag.kb.manifest import Manifest
+from rayrag.kb.layout import resolve
 from rayrag.kb.store import KnowledgeBase, Passages
 from rayrag.retrieval import search as _search
 from rayrag.retrieval.base import Retrieved
@@ -22,9 +21,12 @@ class LocalSpec:
     """Where the knowledge base is and how to search it."""
 
     kb: str
+    index_path: str | None = None
+    """The Hugging Face layout's FAISS file (`kb` its passages directory); None for a rayrag directory."""
     settings: str = "fast"
     threads: int = 0
-    """FAISS threads of the searching thread (0: leave FAISS's count)."""
+    """FAISS threads of the searching thread (0: this machine's cores divided among the job's processes on it,
+    so that W ranks searching at once do not run W times as many threads as there are cores)."""
     backend: str = "local"
 
     def connect(self) -> LocalClient:
@@ -43,8 +45,11 @@ class LocalClient:
     retries = 0
 
     def __init__(self, spec: LocalSpec):
-        self.kb = KnowledgeBase(spec.kb)
-        self.settings = _search.settings_named(spec.settings, spec.threads or None)
+        from rayrag.distributed import cores, ranks_on_this_node
+
+        self.kb = KnowledgeBase(spec.kb, index_path=spec.index_path)
+        threads = spec.threads or max(1, cores() // ranks_on_this_node())
+        self.settings = _search.settings_named(spec.settings, threads)
         self.dim = self.kb.dim
         self.n_passages = len(self.kb)
 
@@ -68,8 +73,8 @@ class LocalService:
     """Nothing outlives a process; opening checks that the knowledge base is one."""
 
     def __init__(self, opts: RetrievalOptions):
-        Manifest.read(Path(opts.kb))
-        self.spec = LocalSpec(kb=str(Path(opts.kb).resolve()), settings=opts.settings or "fast")
+        kb = resolve(opts.kb, opts.index_path).check()
+        self.spec = LocalSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast")
 
     def close(self) -> None:
         pass

@@ -15,7 +15,8 @@ class RetrievalOptions:
     """What a job's driver opens a retrieval service with (`rayrag.retrieval.open_service`)."""
 
     kb: Path
-    """Knowledge base directory."""
+    """Knowledge base: a rayrag directory, a directory holding a Hugging Face RAG knowledge base, or (with
+    `index_path`) the Hugging Face layout's passages directory (kb/layout.py)."""
     backend: str = "local"
     """local (index in each process) | pytorch (rank 0 serves every rank) | ray (a pool of actors)."""
     num_workers: int = 1
@@ -28,3 +29,5 @@ class RetrievalOptions:
     """ray: how actors are made and called."""
     settings: str | None = None
     """How the index is searched: fast | reference (None: the backend's default)."""
+    index_path: Path | None = None
+    """The Hugging Face layout's FAISS file, when `kb` is its passages directory; None otherwise."""

@@ -1,12 +1,12 @@
-"""`pytorch` backend: rank 0 of a separate gloo process group searches for every rank (the reference's baseline).
+"""`pytorch` backend: rank 0 of a separate gloo process group searches for every rank (the reference's architecture).
 
 Each retrieval call is a collective over the group, so every rank must make the same number of
 calls (DDP training steps and validation batches are in lockstep):
 
     all_gather  (B_r, k) of every rank          ranks may hold different batch sizes
     gather      queries padded to (B_max, d)    to rank 0
-    rank 0      one `search.search` over all sum(B_r) queries, the reference's settings
-                (`search.REFERENCE`: FAISS calls of 8 queries, FAISS defaults)
+    rank 0      one `search.search` over all sum(B_r) queries, with the spec's settings
+                (fast by default; `reference`: FAISS calls of 8 queries, FAISS defaults)
     scatter     (B_max, 2k) float64: ids and scores of each rank's rows
 
 Only rank 0 opens the FAISS index. Every rank then reads the vectors, titles and texts of its
@@ -21,12 +21,11 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 
 from rayrag.errors import RetrievalError
-from rayrag.kb.manifest import Manifest
+from rayrag.kb.layout import resolve
 from rayrag.kb.store import KnowledgeBase, Passages
 from rayrag.retrieval import search as _search
 from rayrag.retrieval.base import Retrieved
@@ -40,7 +39,11 @@ class TorchSpec:
     """The knowledge base, how rank 0 searches it, and the gloo group's timeout."""
 
     kb: str
-    settings: str = "reference"
+    index_path: str | None = None
+    """The Hugging Face layout's FAISS file (`kb` its passages directory); None for a rayrag directory."""
+    settings: str = "fast"
+    """How rank 0 searches: fast (one BLAS call for every rank's queries) or reference (the reference's
+    retriever: FAISS calls of 8 queries, FAISS's defaults)."""
     timeout_s: float = 1800.0
     backend: str = "pytorch"
 
@@ -56,8 +59,8 @@ class TorchService:
     """Nothing outlives a process: the group is made by the clients. Opening checks the knowledge base."""
 
     def __init__(self, opts: RetrievalOptions):
-        Manifest.read(Path(opts.kb))
-        self.spec = TorchSpec(kb=str(Path(opts.kb).resolve()), settings=opts.settings or "reference")
+        kb = resolve(opts.kb, opts.index_path).check()
+        self.spec = TorchSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast")
 
     def close(self) -> None:
         pass
@@ -84,7 +87,8 @@ class TorchDistributedClient:
             self.rank, self.world = dist.get_rank(self.group), dist.get_world_size(self.group)
             self.server = dist.get_global_rank(self.group, 0)
         # Only rank 0 maps the index; rank 0 checks the checksums once for everybody.
-        self.kb = KnowledgeBase(spec.kb, load_index=self.rank == 0, verify_checksums=self.rank == 0)
+        self.kb = KnowledgeBase(spec.kb, index_path=spec.index_path, load_index=self.rank == 0,
+                                verify_checksums=self.rank == 0)
         self.dim = self.kb.dim
         self.n_passages = len(self.kb)
         log.info("pytorch retrieval: rank %d of %d%s", self.rank, self.world,

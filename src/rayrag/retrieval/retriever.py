@@ -8,8 +8,10 @@ retrieve through it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from transformers import RagConfig, RagRetriever
@@ -56,11 +58,23 @@ class RayragRetriever(RagRetriever):
         self.call_seconds: list[float] = []
         self.call_ids_sha1: list[str] = []
         self.last: Retrieved | None = None
+        self._captured: list[Retrieved] | None = None
         super().__init__(config, question_encoder_tokenizer, generator_tokenizer,
                          index=ClientIndex(client), init_retrieval=False)
 
     def init_retrieval(self) -> None:
         pass
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[list[Retrieved]]:
+        """The answers of the calls made while the block runs, in order. RAG-token's `generate` retrieves once for
+        the batch; RAG-sequence's retrieves for the batch, then again while it scores each question's candidate
+        answers: the batch's passages are the first call's."""
+        self._captured = calls = []
+        try:
+            yield calls
+        finally:
+            self._captured = None
 
     def postprocess_docs(self, docs, input_strings, prefix, n_docs, return_tensors=None):
         """As `RagRetriever.postprocess_docs` ("title / text // question" per passage), but padded to the
@@ -81,6 +95,8 @@ class RayragRetriever(RagRetriever):
         self.call_seconds.append(time.perf_counter() - t0)
         self.call_ids_sha1.append(ids_digest(r.ids))
         self.last = r
+        if self._captured is not None:
+            self._captured.append(r)
         docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(r.titles))]
         return r.vectors, r.ids, docs
 

@@ -28,19 +28,20 @@ class RetrievalActor:
     """Serves retrieval from one knowledge base. Made a Ray actor by `RayPool`."""
 
     def __init__(self, kb_dir: str, policy: str, threads: int, coalesce: bool, index: int = 0,
-                 hold_dir: str | None = None):
+                 hold_dir: str | None = None, window_s: float = 0.0, index_path: str | None = None):
         from rayrag.kb.store import KnowledgeBase
         from rayrag.retrieval.ray.coalesce import Coalescer
         from rayrag.retrieval.search import settings_named
 
         t0 = time.perf_counter()
         # The driver verified the checksums once; the actors check sizes only.
-        self.kb = KnowledgeBase(kb_dir, mmap=policy != "reference", verify_checksums=False)
+        # `index_path`: a Hugging Face RAG knowledge base (`kb_dir` its passages), checked as it opens.
+        self.kb = KnowledgeBase(kb_dir, index_path=index_path, mmap=policy != "reference", verify_checksums=False)
         self.settings = settings_named("reference" if policy == "reference" else "fast", threads)
         self.threads = threads
         self.index = index
         self.hold_dir = Path(hold_dir) if hold_dir else None
-        self.coalescer = Coalescer(self._run_batch) if coalesce else None
+        self.coalescer = Coalescer(self._run_batch, window_s) if coalesce else None
         self.calls = 0
         self.load_seconds = time.perf_counter() - t0
 

@@ -37,6 +37,8 @@ class RaySpec:
     size: int
     policy: str
     kb: str
+    index_path: str | None = None
+    """The Hugging Face layout's FAISS file (`kb` its passages directory); None for a rayrag directory."""
     namespace: str = NAMESPACE
     pool: dict = field(default_factory=dict)
     """The `PoolConfig` every client calls with (timeouts, retries), as a dict."""

@@ -3,8 +3,10 @@
 A threaded Ray actor receives calls from several trainers at once, each on a thread of Ray's
 pool. They all hand their request to one searcher thread, which takes every waiting request
 with the same key (the same `k`) and runs them as one batch; each caller then gets its rows.
-A lone request runs at once (no waiting window), so coalescing adds no latency when there is
-nothing to merge; requests that arrive while a search runs are merged into the next one.
+With no window a lone request runs at once, so coalescing adds no latency when there is nothing
+to merge, and requests that arrive while a search runs are merged into the next one. With a window
+of w seconds the searcher waits until w after the oldest waiting request arrived, so requests that
+reach the actor within w of each other (trainers in lockstep) are searched as one BLAS call.
 
 Why one searcher thread: OpenMP thread counts and allocator caches are per thread, and Ray's pool
 runs successive calls on different threads (30 calls, 30 threads). Searching on those threads, a
@@ -15,6 +17,7 @@ actor; on one searcher thread, 127-138 ms against 141-144 ms.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 class _Request:
     key: Hashable
     payload: Any
+    arrived: float = 0.0
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -41,10 +45,12 @@ class CoalesceStats:
 
 class Coalescer:
     """Runs `run_batch(key, payloads) -> results` (one result per payload, same order) on its own
-    thread for requests submitted from many threads, merging those that wait together."""
+    thread for requests submitted from many threads, merging those that wait together; `window_s`: how
+    long after the oldest waiting request the searcher waits for more before it runs them."""
 
-    def __init__(self, run_batch: Callable[[Hashable, list[Any]], list[Any]]):
+    def __init__(self, run_batch: Callable[[Hashable, list[Any]], list[Any]], window_s: float = 0.0):
         self._run_batch = run_batch
+        self._window_s = window_s
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._closed = False
@@ -54,7 +60,7 @@ class Coalescer:
 
     def submit(self, key: Hashable, payload: Any) -> Any:
         """The result for `payload`; raises what `run_batch` raised for its batch."""
-        req = _Request(key, payload)
+        req = _Request(key, payload, arrived=time.monotonic())
         with self._cond:
             if self._closed:
                 raise RuntimeError("coalescer is closed")
@@ -78,6 +84,10 @@ class Coalescer:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
+                if self._window_s > 0 and self._pending:  # let requests on their way join this search
+                    deadline = self._pending[0].arrived + self._window_s
+                    while not self._closed and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(timeout=left)
                 if self._closed:
                     for r in self._pending:
                         r.error, r.done = RuntimeError("coalescer is closed"), True

@@ -39,12 +39,17 @@ class PoolConfig:
     other half is left to the trainers: an oversubscribed FAISS search is many times slower)."""
     max_concurrency: int = 32
     """Concurrent calls an actor accepts (rayrag policy); they are merged into shared searches."""
+    coalesce_window_s: float = 0.0
+    """How long an actor's searcher waits, after the first request of a search arrives, for more requests
+    to search with it in one BLAS call (0: search at once; requests that arrive meanwhile still join the
+    next search)."""
 
     def validate(self, flag_prefix: str = "--pool.") -> None:
         """Range-check every field; raise `RayragError` naming the flag (`flag_prefix` + field name)."""
         positive = ("call_timeout_s", "ready_timeout_s", "lookup_timeout_s")
         least = {"max_attempts": "0 (2 * M + 2)", "retry_backoff_s": "0", "suspect_s": "0",
-                 "max_restarts": "-1 (no limit)", "num_cpus": "0", "faiss_threads": "0 (pick)", "max_concurrency": "1"}
+                 "max_restarts": "-1 (no limit)", "num_cpus": "0", "faiss_threads": "0 (pick)", "max_concurrency": "1",
+                 "coalesce_window_s": "0"}
         for name in positive:
             if not getattr(self, name) > 0:
                 raise RayragError(f"{flag_prefix}{name} {getattr(self, name)}: must be positive")

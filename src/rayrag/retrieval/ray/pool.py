@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayrag.distributed import cores
 from rayrag.errors import RayragError, RetrievalError
 from rayrag.retrieval.ray.actor import HOLD_ENV, RetrievalActor
 from rayrag.retrieval.ray.config import NAMESPACE, POLICIES, PoolConfig
@@ -20,13 +21,6 @@ log = logging.getLogger(__name__)
 def actor_name(pool_name: str, i: int) -> str:
     """The Ray name of actor i of the pool `pool_name`."""
     return f"{pool_name}-{i}"
-
-
-def _node_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def actor_error(what: str, e: BaseException) -> str:
@@ -51,9 +45,10 @@ class RayPool:
 
     @classmethod
     def create(cls, kb_dir: str | Path, size: int, *, policy: str = "rayrag", config: PoolConfig | None = None,
-               name: str | None = None) -> RayPool:
+               name: str | None = None, index_path: str | Path | None = None) -> RayPool:
         """Start `size` actors over `kb_dir` (in the Ray this process is connected to) and wait until they are
-        ready. `name`: the pool's name (actors `name-0` ... `name-(size-1)`); default `rayrag-<12 hex>`."""
+        ready. `name`: the pool's name (actors `name-0` ... `name-(size-1)`); default `rayrag-<12 hex>`.
+        `index_path`: a Hugging Face RAG knowledge base's FAISS file, `kb_dir` then its passages directory."""
         import ray
 
         from rayrag.kb.manifest import Manifest, verify_files
@@ -64,10 +59,12 @@ class RayPool:
         if size < 1:
             raise RayragError(f"--num_retrieval_workers {size}: must be at least 1")
         kb = Path(kb_dir).resolve()
-        if kb.is_dir():  # verify the knowledge base once here, not once per actor
+        if index_path is not None:  # no checksums to verify: each actor checks rows and sizes as it opens it
+            index_path = str(Path(index_path).resolve())
+        elif kb.is_dir():  # verify the knowledge base once here, not once per actor
             verify_files(kb, Manifest.read(kb), checksums=True)
         name = name or f"rayrag-{uuid.uuid4().hex[:12]}"
-        threads = config.faiss_threads or max(1, _node_cpus() // (2 * size))
+        threads = config.faiss_threads or max(1, cores() // (2 * size))
         reference = policy == "reference"
         remote = ray.remote(RetrievalActor)
         actors = []
@@ -78,7 +75,8 @@ class RayPool:
             if not reference:
                 opts["scheduling_strategy"] = "SPREAD"
             actors.append(remote.options(**opts).remote(str(kb), policy, threads, not reference, i,
-                                                        os.environ.get(HOLD_ENV)))
+                                                        os.environ.get(HOLD_ENV), config.coalesce_window_s,
+                                                        index_path))
         pool = cls(name, NAMESPACE, actors, owner=True)
         t0 = time.perf_counter()
         try:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.kb.layout import resolve
 from rayrag.retrieval.options import RetrievalOptions
 from rayrag.retrieval.ray.client import RaySpec
 from rayrag.retrieval.ray.config import NAMESPACE
@@ -21,14 +21,16 @@ class RayService:
 
         if opts.settings not in (None, "reference" if opts.policy == "reference" else "fast"):
             raise RayragError(f"ray pool policy {opts.policy}: searches with its own settings, not {opts.settings}")
+        kb = resolve(opts.kb, opts.index_path)  # the pool verifies it, and its actors check it as they open it
         self.connection = connect(opts.ray_address, namespace=NAMESPACE)
         try:
-            self.pool = RayPool.create(opts.kb, opts.num_workers, policy=opts.policy, config=opts.pool)
+            self.pool = RayPool.create(kb.kb, opts.num_workers, policy=opts.policy, config=opts.pool,
+                                       index_path=kb.index_path)
         except BaseException:
             self.connection.close()
             raise
         self.spec = RaySpec(address=self.connection.address, name=self.pool.name, size=opts.num_workers,
-                            policy=opts.policy, kb=str(Path(opts.kb).resolve()), pool=asdict(opts.pool))
+                            policy=opts.policy, kb=kb.kb, index_path=kb.index_path, pool=asdict(opts.pool))
 
     def pids(self) -> list[int]:
         """Process ids of the pool's actors."""
