@@ -1,5 +1,5 @@
-"""A benchmark backend name (`local`, `pytorch`, `ray:M`, `ray-hf:M`) -> a retrieval service, and the memory
-of the processes that hold its index."""
+"""A benchmark backend name (`local`, `pytorch`, `pytorch-hf`, `ray:M`, `ray-hf:M`) -> a retrieval service, and
+the memory of the processes that hold its index."""
 
 from __future__ import annotations
 
@@ -11,20 +11,25 @@ import numpy as np
 from rayrag.bench import memory
 from rayrag.bench.options import BackendSpec
 from rayrag.retrieval.base import RetrievalClient, RetrievalService
+from rayrag.retrieval.ray.config import PoolConfig
 
 POLICIES = {"ray": "rayrag", "ray-hf": "reference"}
 """The pool policy of each ray kind: rayrag's own, or the reference's (random actor, private index copies)."""
 
 
-def open_service(spec: BackendSpec, kb_dir: Path, *, ray_address: str | None) -> RetrievalService:
+def open_service(spec: BackendSpec, kb_dir: Path, *, ray_address: str | None,
+                 pool: PoolConfig | None = None) -> RetrievalService:
     """The retrieval service of backend `spec` over `kb_dir`, opened by the benchmark's driver for one run;
-    its spec travels to every rank, which connects its own client."""
+    its spec travels to every rank, which connects its own client. The architecture (local, pytorch, ray) and
+    the search settings (`spec.settings`: fast, or the reference's) are chosen separately; `pool` configures
+    rayrag's pools (`ray:M`), never the reference's (`ray-hf:M`)."""
     from rayrag.retrieval.options import RetrievalOptions
     from rayrag.retrieval.service import open_service as open_retrieval
 
-    backend = "ray" if spec.kind in POLICIES else spec.kind
-    return open_retrieval(RetrievalOptions(kb=kb_dir, backend=backend, num_workers=max(1, spec.actors),
-                                           ray_address=ray_address, policy=POLICIES.get(spec.kind, "rayrag")))
+    policy = POLICIES.get(spec.kind, "rayrag")
+    return open_retrieval(RetrievalOptions(kb=kb_dir, backend=spec.architecture, num_workers=max(1, spec.actors),
+                                           ray_address=ray_address, policy=policy, settings=spec.settings,
+                                           pool=pool if pool is not None and policy == "rayrag" else PoolConfig()))
 
 
 def index_memory(spec: BackendSpec, client: RetrievalClient, rank: int, pss_before: int, kb_dir: Path,
@@ -32,14 +37,14 @@ def index_memory(spec: BackendSpec, client: RetrievalClient, rank: int, pss_befo
     """This rank's share of the index memory: {"pids", "growth_bytes", "index_file", "passages_files"}.
 
     local: every rank holds its own (memory-mapped) knowledge base, measured before and after it
-    opened it; pytorch: rank 0 alone. ray: rank 0 reports the actors. Their PSS before the index
+    opened it; pytorch, pytorch-hf: rank 0 alone. ray: rank 0 reports the actors. Their PSS before the index
     was loaded cannot be read (an actor loads it as it starts), so it is taken from a probe: one
     more actor of the same pool policy over a knowledge base of `probe_kb` (a few vectors), after
     one call, measured at the same moment, so it shares libraries with the same processes.
     """
-    if spec.kind != "local" and rank != 0:
+    if spec.architecture != "local" and rank != 0:
         return {"pids": [], "growth_bytes": 0, "index_file": 0, "passages_files": 0}
-    if spec.kind in ("local", "pytorch"):
+    if spec.architecture in ("local", "pytorch"):
         pids = [os.getpid()]
         growth = memory.pss() - pss_before
     else:

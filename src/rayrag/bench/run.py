@@ -1,8 +1,11 @@
-"""`rayrag bench retrieval`, start to end: index -> floor -> every (backend, workers) run -> rows -> files."""
+"""`rayrag bench retrieval`, start to end: index -> floors -> rounds of every (backend, workers) run, each round
+in its own shuffled order -> rows (medians over the rounds) -> files."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import dataclasses
 import logging
 import os
 import platform
@@ -27,14 +30,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BenchResult:
-    """What a benchmark run produced: the rows, the floor, and the files written."""
+    """What a benchmark run produced: the rows, the floor of each worker count, and the files written."""
 
     rows: list[dict]
-    floor: dict
+    floors: dict[int, dict]
     files: dict[str, Path] = field(default_factory=dict)
     failed: list[dict] = field(default_factory=list)
-    """Runs that raised: {"backend", "workers", "error"}; they have no row."""
+    """Runs that raised: {"backend", "workers", "round", "error"}; a cell with no successful round has no row."""
     seconds: float = 0.0
+
+    @property
+    def floor(self) -> dict:
+        """The floor at the largest worker count."""
+        return self.floors[max(self.floors)]
 
 
 def machine() -> dict:
@@ -52,7 +60,7 @@ def machine() -> dict:
     return {"cpu": model, "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
             "memory_bytes": psutil.virtual_memory().total, "platform": platform.platform(),
             "python": platform.python_version(), "faiss": faiss.__version__, "torch": torch.__version__,
-            "ray": ray.__version__, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+            "ray": ray.__version__}
 
 
 def _index_memory(ranks: list[dict]) -> dict:
@@ -81,18 +89,18 @@ def _reference_ids(kb_dir: Path, opts: BenchOptions, world: int) -> list[np.ndar
 
 
 def _run_one(spec: BackendSpec, w: int, opts: BenchOptions, kb_dir: Path, probe_kb: Path | None,
-             address: str | None, progress: bool) -> list[dict]:
+             address: str | None, progress: bool, desc: str) -> list[dict]:
     """One (backend, workers) run: the driver opens the backend's service, W ranks connect and step, then the
     driver closes it. Returns the ranks' results; raises `RayragError` when a rank fails."""
     from tqdm.auto import tqdm
 
-    service = backends.open_service(spec, kb_dir, ray_address=address)
+    service = backends.open_service(spec, kb_dir, ray_address=address, pool=opts.pool)
     try:
         job = RankJob(rank=0, world=w, port=0, spec=spec, retrieval_spec=service.spec.to_json(), kb_dir=kb_dir,
                       probe_kb=probe_kb, steps=opts.steps, warmup_steps=opts.warmup_steps,
                       batch_size=opts.batch_size, n_docs=opts.n_docs, step_time=opts.step_time, seed=opts.seed,
                       clusters=opts.n_clusters(), dim=opts.dim, timeout_s=opts.run_timeout)
-        bar = tqdm(total=opts.steps, desc=f"{spec.label:>9} W={w}", disable=not progress, leave=True,
+        bar = tqdm(total=opts.steps, desc=desc, disable=not progress, leave=True,
                    file=sys.stdout, dynamic_ncols=True)
         try:
             return launch.run_ranks(job, progress=lambda n: bar.update(max(0, n - bar.n)))
@@ -102,68 +110,113 @@ def _run_one(spec: BackendSpec, w: int, opts: BenchOptions, kb_dir: Path, probe_
         service.close()
 
 
+def round_order(cells: list[tuple[BackendSpec, int]], seed: int, round_: int) -> list[tuple[BackendSpec, int]]:
+    """The order round `round_` runs the (backend, workers) `cells` in: a permutation drawn from `seed` and the
+    round, so each round's order differs and a rerun with the same seed repeats it."""
+    return [cells[i] for i in np.random.default_rng([seed, 7, round_]).permutation(len(cells))]
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+@dataclass
+class _Runs:
+    """What the rounds produced: each cell's rounds (`report.round_result`) and its ranks' ids per round."""
+
+    rounds: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
+    ids: dict[tuple[str, int], list[list[np.ndarray]]] = field(default_factory=dict)
+    failed: list[dict] = field(default_factory=list)
+    orders: list[list[dict]] = field(default_factory=list)
+
+
 def _run_all(opts: BenchOptions, specs: list[BackendSpec], workers: list[int], kb_dir: Path, probe_kb: Path | None,
-             kb_bytes: int, progress: bool) -> tuple[list[dict], list[dict], dict]:
-    """Every (backend, workers) run in order: (rows, failed runs, ids of each run by (label, workers))."""
-    rows, failed, ids_by_run = [], [], {}
-    uses_ray = any(s.kind in backends.POLICIES for s in specs)
+             progress: bool) -> _Runs:
+    """--rounds rounds; each runs every (backend, workers) cell once, in `round_order`. Every run opens and closes
+    its own service; one Ray instance (when a ray backend is named) serves all of them."""
+    runs = _Runs()
+    cells = [(s, w) for s in specs for w in workers]
+    uses_ray = any(s.architecture == "ray" for s in specs)
     with ray_cluster(opts.ray_address) if uses_ray else contextlib.nullcontext(None) as address:
-        for spec in specs:
-            for w in workers:
-                t0 = time.perf_counter()
+        for rnd in range(opts.rounds):
+            order = round_order(cells, opts.seed, rnd)
+            runs.orders.append([{"backend": s.label, "workers": w} for s, w in order])
+            for position, (spec, w) in enumerate(order):
+                load, t0 = _load_average(), time.perf_counter()
                 try:
-                    ranks = _run_one(spec, w, opts, kb_dir, probe_kb, address, progress)
-                except RayragError as e:  # one broken backend must not cost the others' results
-                    log.error("%s", e)
-                    failed.append({"backend": spec.label, "workers": w, "error": str(e)})
+                    ranks = _run_one(spec, w, opts, kb_dir, probe_kb, address, progress,
+                                     desc=f"r{rnd + 1}/{opts.rounds} {spec.label:>9} W={w}")
+                except RayragError as e:  # one broken run must not cost the others' results
+                    log.error("round %d: %s", rnd + 1, e)
+                    runs.failed.append({"backend": spec.label, "workers": w, "round": rnd, "error": str(e)})
                     continue
-                ids_by_run[(spec.label, w)] = [r["ids"] for r in ranks]
-                rows.append(report.make_row(spec, w, ranks, memory=_index_memory(ranks), index_bytes=kb_bytes,
-                                            wall_s=time.perf_counter() - t0))
-    if not rows:
-        raise RayragError("every benchmark run failed:\n" + "\n".join(f["error"] for f in failed))
-    return rows, failed, ids_by_run
+                key = (spec.label, w)
+                runs.ids.setdefault(key, []).append([r["ids"] for r in ranks])
+                runs.rounds.setdefault(key, []).append(report.round_result(
+                    ranks, memory=_index_memory(ranks), round_=rnd, position=position,
+                    wall_s=time.perf_counter() - t0, load_before=load))
+    if not runs.rounds:
+        raise RayragError("every benchmark run failed:\n" + "\n".join(f["error"] for f in runs.failed))
+    return runs
 
 
-def _write(opts: BenchOptions, command: str | None, host: dict, flo: dict, rows: list[dict], extra: dict) -> dict:
+def _check_ids(runs: _Runs, kb_dir: Path, opts: BenchOptions) -> None:
+    """Set each round's `ids_identical_to_local`: its ranks' ids against the local backend's (its first round,
+    or computed in this process when `local` has no round)."""
+    reference: dict[int, list[np.ndarray]] = {}
+    for (label, w), rounds in runs.rounds.items():
+        if w not in reference:
+            local = runs.ids.get(("local", w))
+            reference[w] = local[0] if local else _reference_ids(kb_dir, opts, w)
+        for rnd, ids in zip(rounds, runs.ids[(label, w)]):
+            rnd["ids_identical_to_local"] = ids_identical(ids, reference[w])
+
+
+def _write(opts: BenchOptions, command: str | None, host: dict, floors: dict[int, dict], rows: list[dict],
+           extra: dict) -> dict:
     """results.{json,csv,md,png} in opts.out; returns their paths by extension."""
     files = {name: opts.out / f"results.{name}" for name in ("json", "csv", "md", "png")}
     cmd = command or " ".join(shlex.quote(a) for a in sys.argv)
-    report.write_json(files["json"], host, cmd, flo, rows, extra)
+    report.write_json(files["json"], host, cmd, floors, rows, extra)
     report.write_csv(files["csv"], rows)
-    report.write_markdown(files["md"], rows, flo, extra["failed_runs"])
-    plot.plot(files["png"], rows, flo, title=f"{cmd}\n{host['cpu']}, {host['logical_cores']} cores, "
-                                             f"{host['memory_bytes'] / 2**30:.0f} GiB")
+    report.write_markdown(files["md"], rows, floors, extra["failed_runs"], machine=host, options=extra["options"],
+                          load=extra["load_average"])
+    plot.plot(files["png"], rows, floors, title=f"{cmd}\n{host['cpu']}, {host['logical_cores']} cores, "
+                                                f"{host['memory_bytes'] / 2**30:.0f} GiB, {opts.rounds} rounds")
     return files
 
 
 def run_benchmark(opts: BenchOptions, command: str | None = None, progress: bool = True) -> BenchResult:
-    """Run every backend of `opts` at every worker count on one index; write results.{json,csv,md,png} to opts.out."""
+    """Run every backend of `opts` at every worker count on one index, --rounds times interleaved; write
+    results.{json,csv,md,png} to opts.out."""
     opts.validate()
     t_start = time.perf_counter()
+    load_before = _load_average()
     host = machine()
     workers, specs = opts.worker_counts(), opts.backend_specs()
     opts.out.mkdir(parents=True, exist_ok=True)
     kb_dir, built = ensure_kb(opts)
-    probe_kb = ensure_probe_kb(opts) if any(s.kind in backends.POLICIES for s in specs) else None
+    probe_kb = ensure_probe_kb(opts) if any(s.architecture == "ray" for s in specs) else None
     kb_bytes = (kb_dir / "index.faiss").stat().st_size
     if progress:
         print(f"index: {kb_dir} ({'built now' if built else 'reused'}, {kb_bytes / 2**20:,.0f} MiB)", flush=True)
-    flo = floor_mod.measure_floor(kb_dir, n_queries=max(workers) * opts.batch_size, batch_size=opts.batch_size,
-                                  k=opts.n_docs, seed=opts.seed, clusters=opts.n_clusters(),
-                                  repeats=opts.floor_repeats, index_type=opts.index_type)
+    floors = floor_mod.measure_floors_passive(kb_dir, workers=workers, batch_size=opts.batch_size, k=opts.n_docs,
+                                              seed=opts.seed, clusters=opts.n_clusters(),
+                                              repeats=opts.floor_repeats, index_type=opts.index_type)
     if progress:
-        print(f"floor: search {flo['search_s']:.4f} s ({flo['settings']}), read once {flo['stream_s']:.4f} s",
-              flush=True)
-    rows, failed, ids_by_run = _run_all(opts, specs, workers, kb_dir, probe_kb, kb_bytes, progress)
-    reference = {}
-    for row in rows:
-        w = row["workers"]
-        if w not in reference:
-            reference[w] = ids_by_run.get(("local", w)) or _reference_ids(kb_dir, opts, w)
-        row["ids_identical_to_local"] = ids_identical(ids_by_run[(row["backend"], w)], reference[w])
+        for w, f in floors.items():
+            bound = "n/a" if f["bound_s"] is None else f"{f['bound_s']:.4f} s"
+            print(f"floor, {w} workers: search {f['search_s']:.4f} s ({f['settings']}), bound {bound}", flush=True)
+    runs = _run_all(opts, specs, workers, kb_dir, probe_kb, progress)
+    _check_ids(runs, kb_dir, opts)
+    rows = [report.make_row(spec, w, runs.rounds[(spec.label, w)], index_bytes=kb_bytes)
+            for spec in specs for w in workers if (spec.label, w) in runs.rounds]
     report.add_speedups(rows)
-    extra = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
-             "kb_dir": str(kb_dir), "failed_runs": failed, "seconds": time.perf_counter() - t_start}
-    files = _write(opts, command, host, flo, rows, extra)
-    return BenchResult(rows=rows, floor=flo, files=files, failed=failed, seconds=time.perf_counter() - t_start)
+    report.add_floor(rows, floors)
+    extra = {"load_average": {"before": load_before, "after": _load_average()},
+             "round_orders": runs.orders,
+             "options": json.loads(json.dumps(dataclasses.asdict(opts), default=str)),
+             "kb_dir": str(kb_dir), "failed_runs": runs.failed, "seconds": time.perf_counter() - t_start}
+    files = _write(opts, command, host, floors, rows, extra)
+    return BenchResult(rows=rows, floors=floors, files=files, failed=runs.failed,
+                       seconds=time.perf_counter() - t_start)

@@ -66,7 +66,7 @@ def _loop(job: RankJob, queue) -> dict:
     import faiss  # noqa: F401
 
     import rayrag.retrieval.search  # noqa: F401
-    if job.spec.kind in ("ray", "ray-hf"):
+    if job.spec.architecture == "ray":
         import ray  # noqa: F401
 
     torch.set_num_threads(1)
@@ -104,7 +104,7 @@ def _loop(job: RankJob, queue) -> dict:
                 if job.rank == 0:
                     queue.put(("step", job.rank, step + 1 - job.warmup_steps))
             # the ray pool's own counters: calls and merged searches per actor
-            stats = client.pool.stats() if job.rank == 0 and job.spec.kind in backends.POLICIES else None
+            stats = client.pool.stats() if job.rank == 0 and job.spec.architecture == "ray" else None
             dist.barrier()
         finally:
             client.close()

@@ -35,14 +35,17 @@ class PoolConfig:
     num_cpus: float = 0.0
     """CPUs each actor reserves in Ray's scheduler (0: never blocks scheduling on a small node)."""
     faiss_threads: int = 0
-    """FAISS threads per actor (0: half the node's cores divided among the M actors, at least 1; the
-    other half is left to the trainers: an oversubscribed FAISS search is many times slower)."""
+    """FAISS threads per actor (0: the node's cores divided among the M actors, at least 1: trainers wait
+    while the actors search. Measured at W=4 over 200k x 768 on 2 cores: 1 thread each for 2 actors 0.147 s
+    per step, 2 each 0.178 s; 2 threads for 1 actor 0.168 s, 1 thread 0.199 s)."""
     max_concurrency: int = 32
     """Concurrent calls an actor accepts (rayrag policy); they are merged into shared searches."""
-    coalesce_window_s: float = 0.0
+    coalesce_window_s: float = 0.005
     """How long an actor's searcher waits, after the first request of a search arrives, for more requests
     to search with it in one BLAS call (0: search at once; requests that arrive meanwhile still join the
-    next search)."""
+    next search). Trainers in lockstep reach the pool within a few ms of each other; measured at W=4 over
+    200k x 768: 0 s merged a third of the requests (0.27 s per step), 5 ms all (0.15-0.17 s), 20 ms all
+    but waited longer (0.19-0.23 s)."""
 
     def validate(self, flag_prefix: str = "--pool.") -> None:
         """Range-check every field; raise `RayragError` naming the flag (`flag_prefix` + field name)."""

@@ -64,7 +64,7 @@ class RayPool:
         elif kb.is_dir():  # verify the knowledge base once here, not once per actor
             verify_files(kb, Manifest.read(kb), checksums=True)
         name = name or f"rayrag-{uuid.uuid4().hex[:12]}"
-        threads = config.faiss_threads or max(1, cores() // (2 * size))
+        threads = config.faiss_threads or max(1, cores() // size)
         reference = policy == "reference"
         remote = ray.remote(RetrievalActor)
         actors = []
