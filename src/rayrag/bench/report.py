@@ -205,38 +205,35 @@ def _floor_notes(floors: dict[int, dict]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict], floors: dict[int, dict], failed: list[dict] = (), *, machine: dict | None = None,
-             options: dict | None = None, load: dict | None = None) -> str:
-    """results.md: the header (machine, load, rounds), the critical-path table with the floor and the bound, the
-    reference's table (rank 0), the floors, and every row's details. `failed` runs ({"backend", "workers",
-    "round", "error"}) show as "failed" where no round of the cell succeeded, and are listed below."""
-    workers, backends, cell, broken = _grid(rows, failed)
-    rounds = (options or {}).get("rounds", max((r["rounds_measured"] for r in rows), default=0))
-    floor = floors[max(floors)] if floors else None
-    lines = ["# Retrieval benchmark", ""] + _header(machine or {}, options or {}, load or {}, floor)
-
-    lines += ["## Critical path per step", "",
-              f"| critical path, seconds per step (max over ranks; median of {rounds} rounds, min–max) | "
-              f"{_cols(workers)} |", "|---" * (len(workers) + 1) + "|"]
+def _by_backend(backends: list[str], workers: list[int], cell: dict, broken: set, fmt) -> list[str]:
+    """Table rows, one per backend, a column per worker count: `fmt(backend, row)` for the cells that have a row."""
+    lines = []
     for b in backends:
-        vals = []
-        for w in workers:
-            r = cell.get((b, w))
-            if r is None:
-                vals.append(_missing(b, w, broken))
-                continue
-            s = f"{_sec(r['critical_mean_s'])} ({_sec(r['critical_mean_s_min'])}–{_sec(r['critical_mean_s_max'])})"
-            if r["speedup_vs_pytorch_hf"] is not None and b != REFERENCE:
-                s += f" {_times(r['speedup_vs_pytorch_hf'])}"
-            vals.append(s)
+        vals = [fmt(b, cell[(b, w)]) if (b, w) in cell else _missing(b, w, broken) for w in workers]
         lines.append(f"| {label(b)} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def _critical_section(workers, backends, cell, broken, floors: dict[int, dict], rounds: int) -> list[str]:
+    """The headline table: the critical path per backend and W, with the floor and the bound under it."""
+    def fmt(b: str, r: dict) -> str:
+        s = f"{_sec(r['critical_mean_s'])} ({_sec(r['critical_mean_s_min'])}–{_sec(r['critical_mean_s_max'])})"
+        if r["speedup_vs_pytorch_hf"] is not None and b != REFERENCE:
+            s += f" {_times(r['speedup_vs_pytorch_hf'])}"
+        return s
+
+    def floor_cell(w: int) -> str:
+        f = floors.get(w)
+        if f is None:
+            return "–"
+        s = _sec(f["search_s"])
+        return s if f["valid"] else f"{s}: floor invalid: {', '.join(f['beaten_by'])} beat it"
+
+    lines = ["## Critical path per step", "",
+             f"| critical path, seconds per step (max over ranks; median of {rounds} rounds, min–max) | "
+             f"{_cols(workers)} |", "|---" * (len(workers) + 1) + "|"]
+    lines += _by_backend(backends, workers, cell, broken, fmt)
     if floors:
-        def floor_cell(w: int) -> str:
-            f = floors.get(w)
-            if f is None:
-                return "–"
-            s = _sec(f["search_s"])
-            return s if f["valid"] else f"{s}: floor invalid: {', '.join(f['beaten_by'])} beat it"
         lines.append("| floor: the step's W×B queries in one process, best threads | "
                      + " | ".join(floor_cell(w) for w in workers) + " |")
         lines.append("| bound: max(GEMM at the machine's rate, one read of the index) | "
@@ -247,50 +244,54 @@ def markdown(rows: list[dict], floors: dict[int, dict], failed: list[dict] = (),
               "seconds divided by the row's). `local`, `pytorch` and `ray:M` search with rayrag's best settings; "
               "`pytorch-hf` and `ray-hf:M` keep the reference's behaviour.", ""]
     notes = _floor_notes(floors)
-    lines += [*notes, ""] if notes else []
+    return lines + ([*notes, ""] if notes else [])
 
-    lines += ["## Rank 0 (the reference's table)", "",
-              f"| seconds per retrieval call (rank 0; median of {rounds} rounds) | {_cols(workers)} |",
-              "|---" * (len(workers) + 1) + "|"]
-    for b in backends:
-        vals = []
-        for w in workers:
-            r = cell.get((b, w))
-            if r is None:
-                vals.append(_missing(b, w, broken))
-                continue
-            s = _sec(r["rank0_mean_s"])
-            if r["rank0_speedup_vs_pytorch_hf"] is not None and b != REFERENCE:
-                s += f" ({_times(r['rank0_speedup_vs_pytorch_hf'])})"
-            vals.append(s)
-        lines.append(f"| {label(b)} | " + " | ".join(vals) + " |")
-    lines += ["", "Rank 0's mean, as the reference measured it; (×) against `pytorch-hf`'s rank 0 at the same "
-              "worker count. Rank 0 is not what a step pays: read the critical path above.", ""]
 
-    if floors:
-        lines += ["## Floor and bounds", "",
-                  "| workers | queries | floor: search s | its min s | threads | BLAS threshold | full retrieve s | "
-                  "GEMM bound s | one read of the index s | bound s | valid |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for w, f in sorted(floors.items()):
-            valid = "yes" if f["valid"] else f"no: {', '.join(f['beaten_by'])} beat it"
-            lines.append(f"| {w} | {f['queries']} | {_sec(f['search_s'])} | {_sec(f['min_s'])} | "
-                         f"{f['settings']['threads']} | {f['settings']['blas_threshold']} | {_sec(f['retrieve_s'])} | "
-                         f"{_sec(f['gemm_bound_s'])} | {_sec(f['stream_s'])} | {_sec(f['bound_s'])} | {valid} |")
-        g, threads = floor["gemm"], max(t["threads"] for t in floor["trials"])
-        lines += ["", f"Floor: one step's W×B queries searched in one process with the FAISS index alone "
-                  f"(OMP_WAIT_POLICY={floor['omp_wait_policy']}), best of 1..{threads} FAISS threads "
-                  "(BLAS threshold 1; at the largest W also FAISS's default), median of the repeats."
-                  f" GEMM bound: N·d·W·B·2 flops at {g['flops_per_s'] / 1e9:.1f} GFLOP/s (the fastest "
-                  f"float32 {g['m']}×{g['k']}×{g['n']} product here). Bound = the larger of it and one read of the "
-                  "index from RAM" + ("." if floor["exact"] else "; neither bounds an approximate index (–)."), ""]
+def _rank0_section(workers, backends, cell, broken, rounds: int) -> list[str]:
+    """The reference's table: rank 0's mean per backend and W."""
+    def fmt(b: str, r: dict) -> str:
+        s = _sec(r["rank0_mean_s"])
+        if r["rank0_speedup_vs_pytorch_hf"] is not None and b != REFERENCE:
+            s += f" ({_times(r['rank0_speedup_vs_pytorch_hf'])})"
+        return s
 
-    lines += ["## Every row", "",
-              "| backend | settings | workers | retrieval processes | critical mean s (min–max) | critical p50 s | "
-              "critical p90 s | rank-0 mean s | rank-0 p90 s | all ranks: mean s | p50 s | p90 s | "
-              "index memory (PSS growth) | index copies | of it: index file mapped | of it: passages mapped | "
-              "ids = local | vs pytorch-hf | vs floor |",
-              "|---" * 19 + "|"]
+    lines = ["## Rank 0 (the reference's table)", "",
+             f"| seconds per retrieval call (rank 0; median of {rounds} rounds) | {_cols(workers)} |",
+             "|---" * (len(workers) + 1) + "|"]
+    lines += _by_backend(backends, workers, cell, broken, fmt)
+    return lines + ["", "Rank 0's mean, as the reference measured it; (×) against `pytorch-hf`'s rank 0 at the same "
+                    "worker count. Rank 0 is not what a step pays: read the critical path above.", ""]
+
+
+def _floor_section(floors: dict[int, dict]) -> list[str]:
+    """Every W's floor, its bounds and whether it held."""
+    floor = floors[max(floors)]
+    lines = ["## Floor and bounds", "",
+             "| workers | queries | floor: search s | its min s | threads | BLAS threshold | full retrieve s | "
+             "GEMM bound s | one read of the index s | bound s | valid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w, f in sorted(floors.items()):
+        valid = "yes" if f["valid"] else f"no: {', '.join(f['beaten_by'])} beat it"
+        lines.append(f"| {w} | {f['queries']} | {_sec(f['search_s'])} | {_sec(f['min_s'])} | "
+                     f"{f['settings']['threads']} | {f['settings']['blas_threshold']} | {_sec(f['retrieve_s'])} | "
+                     f"{_sec(f['gemm_bound_s'])} | {_sec(f['stream_s'])} | {_sec(f['bound_s'])} | {valid} |")
+    g, threads = floor["gemm"], max(t["threads"] for t in floor["trials"])
+    return lines + ["", f"Floor: one step's W×B queries searched in one process with the FAISS index alone "
+                    f"(OMP_WAIT_POLICY={floor['omp_wait_policy']}), best of 1..{threads} FAISS threads "
+                    "(BLAS threshold 1; at the largest W also FAISS's default), median of the repeats."
+                    f" GEMM bound: N·d·W·B·2 flops at {g['flops_per_s'] / 1e9:.1f} GFLOP/s (the fastest "
+                    f"float32 {g['m']}×{g['k']}×{g['n']} product here). Bound = the larger of it and one read of the "
+                    "index from RAM" + ("." if floor["exact"] else "; neither bounds an approximate index (–)."), ""]
+
+
+def _rows_section(rows: list[dict], floors: dict[int, dict], failed: list[dict]) -> list[str]:
+    """Every row's details, then the failed runs."""
+    lines = ["## Every row", "",
+             "| backend | settings | workers | retrieval processes | critical mean s (min–max) | critical p50 s | "
+             "critical p90 s | rank-0 mean s | rank-0 p90 s | all ranks: mean s | p50 s | p90 s | "
+             "index memory (PSS growth) | index copies | of it: index file mapped | of it: passages mapped | "
+             "ids = local | vs pytorch-hf | vs floor |",
+             "|---" * 19 + "|"]
     for r in sorted(rows, key=lambda r: (_backend_order(r["backend"]), r["workers"])):
         f = floors.get(r["workers"])
         vs_floor = ("floor invalid" if f is not None and not f["valid"] else _times(r["vs_floor"]))
@@ -304,9 +305,23 @@ def markdown(rows: list[dict], floors: dict[int, dict], failed: list[dict] = (),
             f"{_times(r['speedup_vs_pytorch_hf'])} | {vs_floor} |")
     lines += ["", "Memory: the median over the rounds. ids = local: every rank's ids at every timed step equal "
               "the `local` backend's, in every round."]
-    for f in failed:
-        lines.append(f"\nFailed: {f['backend']} with {f['workers']} workers, round {f.get('round', 0) + 1}: "
-                     f"{f['error'].splitlines()[0]}")
+    return lines + [f"\nFailed: {f['backend']} with {f['workers']} workers, round {f.get('round', 0) + 1}: "
+                    f"{f['error'].splitlines()[0]}" for f in failed]
+
+
+def markdown(rows: list[dict], floors: dict[int, dict], failed: list[dict] = (), *, machine: dict | None = None,
+             options: dict | None = None, load: dict | None = None) -> str:
+    """results.md: the header (machine, load, rounds), the critical-path table with the floor and the bound, the
+    reference's table (rank 0), the floors, and every row's details. `failed` runs ({"backend", "workers",
+    "round", "error"}) show as "failed" where no round of the cell succeeded, and are listed below."""
+    workers, backends, cell, broken = _grid(rows, failed)
+    rounds = (options or {}).get("rounds", max((r["rounds_measured"] for r in rows), default=0))
+    floor = floors[max(floors)] if floors else None
+    lines = ["# Retrieval benchmark", ""] + _header(machine or {}, options or {}, load or {}, floor)
+    lines += _critical_section(workers, backends, cell, broken, floors, rounds)
+    lines += _rank0_section(workers, backends, cell, broken, rounds)
+    lines += _floor_section(floors) if floors else []
+    lines += _rows_section(rows, floors, list(failed))
     return "\n".join(lines) + "\n"
 
 
