@@ -54,3 +54,14 @@ def tiny_rag(tiny_kb, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "rag_token"
     rayrag("init-model", "--kb", tiny_kb, "--out", out, "--generator", "tiny-bart", "--n_docs", "2", "--quiet")
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance in this test process, shut down after the module."""
+    import ray
+
+    ray.init(address="local", include_dashboard=False, num_cpus=2, namespace="rayrag", logging_level="WARNING",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()

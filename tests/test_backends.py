@@ -28,15 +28,6 @@ def tie_kb(tmp_path_factory):
     return out, build_tie_kb(out)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray instance in this test process, shut down after the module."""
-    import ray
-
-    ray.init(address="local", include_dashboard=False, num_cpus=2, namespace="rayrag", logging_level="WARNING",
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def local(kb):

@@ -47,8 +47,13 @@ def check_profile(out: Path, backend: str) -> None:
     assert profile["backend"] == backend
     assert sorted(profile["ranks"]) == ["0", "1"]
     for stats in profile["ranks"].values():  # every training step and validation batch, on both ranks
-        assert stats["count"] == STEPS_PER_RANK + VAL_BATCHES
+        assert stats["count"] == STEPS_PER_RANK + VAL_BATCHES == len(stats["seconds"])
         assert 0 < stats["p50_s"] <= stats["max_s"] < 60
+    critical = profile["critical"]  # per call, the slowest rank: at least every rank's own call
+    assert critical["count"] == STEPS_PER_RANK + VAL_BATCHES
+    slowest = np.max([s["seconds"] for s in profile["ranks"].values()], axis=0)
+    np.testing.assert_allclose(critical["mean_s"], slowest.mean())
+    assert all(critical["mean_s"] >= s["mean_s"] for s in profile["ranks"].values())
 
 
 

@@ -194,8 +194,7 @@ def test_resolved_returns_a_new_object_and_changes_nothing(tmp_path):
 def test_resolving_refuses_contradictions(tmp_path):
     base = dict(data_dir=Path("d"), output_dir=Path("o"), model_name_or_path=Path("m"), do_train=True)
     cases = [(dict(gpus=1, accelerator="cpu"), "--gpus 1 contradicts --accelerator cpu"),
-             (dict(passages_path=tmp_path / "a" / "passages", index_path=tmp_path / "b" / "index.faiss"),
-              "are in different directories"),
+             (dict(passages_path=tmp_path / "hf" / "my_knowledge_dataset"), "--passages_path .*: give --index_path too"),
              (dict(kb=tmp_path / "other", index_path=tmp_path / "kb" / "index.faiss"), "--kb .* contradicts")]
     for kw, message in cases:
         with pytest.raises(RayragError, match=message):

@@ -38,10 +38,12 @@ def _read_questions(opts: AskOptions) -> list[str]:
 
 def run(opts: AskOptions, quiet: bool) -> int:
     from rayrag.evaluate.predict import predict
+    from rayrag.kb.layout import from_flags
     from rayrag.model.checkpoint import load_model
 
     questions = _read_questions(opts)
-    loaded = load_model(opts.model, kb=opts.kb)
+    loaded = load_model(opts.model, kb=from_flags(opts.kb, opts.passages_path, opts.index_path),
+                        model_type=opts.model_type)
     preds = predict(loaded, questions, num_beams=opts.num_beams, max_length=opts.max_length, n_docs=opts.n_docs,
                     progress=False)
     for p in preds:

@@ -23,10 +23,12 @@ def run(opts: EvalOptions, quiet: bool) -> int:
     from rayrag.config import write_config
     from rayrag.data.qa import load_split
     from rayrag.evaluate.predict import predict, score, write_predictions
+    from rayrag.kb.layout import from_flags
     from rayrag.model.checkpoint import load_model
 
     examples = load_split(opts.data_dir, opts.split, opts.n)
-    loaded = load_model(opts.model, kb=opts.kb)
+    loaded = load_model(opts.model, kb=from_flags(opts.kb, opts.passages_path, opts.index_path),
+                        model_type=opts.model_type)
     write_config(opts, opts.out, name=f"{opts.split}_config.yaml")
     preds = predict(loaded, [e.question for e in examples], batch_size=opts.batch_size, num_beams=opts.num_beams,
                     max_length=opts.max_length, n_docs=opts.n_docs, progress=not quiet)

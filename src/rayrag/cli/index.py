@@ -1,4 +1,4 @@
-"""Build a knowledge base directory from documents.
+"""Build a knowledge base directory from documents, or from a Hugging Face RAG knowledge base.
 
 Reads JSONL, TSV, CSV or Parquet files with `title` and `text` (a headerless two-column TSV is read
 as title<TAB>text), splits each text into passages of --passage_words words, embeds them with a
@@ -6,8 +6,16 @@ DPR context encoder (or any BERT-style checkpoint; default: the packaged MiniLM)
 index (--index_type; the hnsw and ivfpq parameters are --index.*) and writes passages + index +
 manifest.json atomically to --out.
 
-Example:
+With --passages_path P --index_path I instead of --docs, it converts a knowledge base made by the
+Hugging Face RAG example (use_own_knowledge_dataset.py: a `datasets` directory with title, text and
+embeddings, and a FAISS file) without re-embedding: the passages and their vectors are copied, the
+index is kept as it is (or, with --index_type, built anew from the stored vectors), and a manifest
+with checksums is written. --encoder then records which context encoder made the vectors.
+
+Examples:
   rayrag index --docs my_docs.jsonl more_docs.tsv --out kb/ --index_type hnsw --index.hnsw_m 48
+  rayrag index --passages_path out/my_knowledge_dataset --index_path out/my_knowledge_dataset_hnsw_index.faiss \\
+      --out kb/ --encoder facebook/dpr-ctx_encoder-multiset-base
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from rayrag.cli.aliases import dashed, flat
 from rayrag.kb.faiss_index import IndexParams
 from rayrag.kb.options import IndexOptions
 
-HELP = "documents -> knowledge base directory (passages, FAISS index, manifest)"
+HELP = "documents (or a Hugging Face RAG knowledge base) -> knowledge base directory (passages, index, manifest)"
 OPTIONS = IndexOptions
 ALIASES = {
     **dashed(IndexOptions),  # --passage-words, --index-type, --batch-size, --max-length
@@ -26,6 +34,15 @@ ALIASES = {
 
 
 def run(opts: IndexOptions, quiet: bool) -> int:
+    if opts.converts:
+        from rayrag.kb.convert import convert
+
+        report = convert(opts.passages_path, opts.index_path, opts.out, index_type=opts.index_type, params=opts.index,
+                         encoder=opts.encoder, passage_words=opts.passage_words, overwrite=opts.overwrite)
+        how = "kept" if opts.index_type is None else "built from the stored vectors"
+        print(f"knowledge base written to {opts.out}: {report.passages} passages converted from {opts.passages_path} "
+              f"({report.dim}-d, {report.index_type} index {how})")
+        return 0
     from rayrag.kb.build import build
 
     report = build(opts.docs, opts.out, encoder=opts.encoder, passage_words=opts.passage_words,

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.kb.layout import check_flags
+
+
+def _check_model_flags(model_type: str | None, kb: Path | None, passages_path: Path | None,
+                       index_path: Path | None) -> None:
+    from rayrag.model.checkpoint import MODEL_TYPES
+
+    if model_type is not None and model_type not in MODEL_TYPES:
+        raise RayragError(f"--model_type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+    check_flags(kb, passages_path, index_path)
 
 
 def _check_generation(n_docs: int | None, num_beams: int, max_length: int) -> None:
@@ -22,13 +32,20 @@ class EvalOptions:
     """Options of `rayrag eval`."""
 
     model: Path
-    """Model directory (init-model or train output)."""
+    """Model directory (init-model or train output, or a RAG directory saved by plain transformers)."""
     data_dir: Path
     """Directory with SPLIT.source/.target or SPLIT.jsonl."""
     split: str = "test"
     """Split to evaluate."""
     kb: Path | None = None
-    """Knowledge base to retrieve from (default: the model's)."""
+    """Knowledge base to retrieve from: a `rayrag index` directory or a directory holding a Hugging Face RAG
+    knowledge base (default: the model's)."""
+    passages_path: Path | None = None
+    """Instead of --kb: a Hugging Face RAG knowledge base's passages directory, with --index_path."""
+    index_path: Path | None = None
+    """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
+    model_type: str | None = None
+    """rag_sequence | rag_token: load a RAG checkpoint as this class (default: as saved)."""
     out: Path | None = None
     """Where to write predictions, metrics and SPLIT_config.yaml (default: MODEL/eval)."""
     n: int = -1
@@ -45,6 +62,7 @@ class EvalOptions:
     def validate(self) -> None:
         """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
         _check_generation(self.n_docs, self.num_beams, self.max_length)
+        _check_model_flags(self.model_type, self.kb, self.passages_path, self.index_path)
         if self.batch_size < 1:
             raise RayragError(f"--batch_size {self.batch_size}: must be at least 1")
         if self.n < -1:
@@ -62,13 +80,20 @@ class AskOptions:
     """Options of `rayrag ask`."""
 
     model: Path
-    """Model directory."""
+    """Model directory (init-model or train output, or a RAG directory saved by plain transformers)."""
     questions: list[str] = field(default_factory=list)
     """Questions to answer (on the command line: the arguments that are not flags)."""
     file: Path | None = None
     """A file of questions, one per line."""
     kb: Path | None = None
-    """Knowledge base to retrieve from (default: the model's)."""
+    """Knowledge base to retrieve from: a `rayrag index` directory or a directory holding a Hugging Face RAG
+    knowledge base (default: the model's)."""
+    passages_path: Path | None = None
+    """Instead of --kb: a Hugging Face RAG knowledge base's passages directory, with --index_path."""
+    index_path: Path | None = None
+    """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
+    model_type: str | None = None
+    """rag_sequence | rag_token: load a RAG checkpoint as this class (default: as saved)."""
     n_docs: int | None = None
     """Passages per question (default: the model's)."""
     num_beams: int = 1
@@ -85,6 +110,7 @@ class AskOptions:
         if self.file is not None and not Path(self.file).is_file():
             raise RayragError(f"--file {self.file}: no such file")
         _check_generation(self.n_docs, self.num_beams, self.max_length)
+        _check_model_flags(self.model_type, self.kb, self.passages_path, self.index_path)
 
     def resolved(self) -> AskOptions:
         """A new `AskOptions`; nothing here has a default that depends on other flags."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ def predict(loaded: LoadedModel, questions: Sequence[str], *, batch_size: int = 
     """Generate an answer for each question; RAG predictions carry their retrieved passages with scores.
 
     A RAG model retrieves through its own retriever inside `generate`, exactly as in training and
-    validation; the passages reported are that call's (`RayragRetriever.last`)."""
+    validation; the passages reported are those of the batch's retrieval (`RayragRetriever.capture`: the first
+    call of `generate`, for RAG-token and RAG-sequence alike)."""
     model, qtok, gtok = loaded.model, loaded.question_tokenizer, loaded.generator_tokenizer
     model.eval()
     device = next(model.parameters()).device
@@ -46,10 +48,11 @@ def predict(loaded: LoadedModel, questions: Sequence[str], *, batch_size: int = 
         batch = list(questions[start:start + batch_size])
         enc = qtok(batch, truncation=True, max_length=max_source_length, padding=True, return_tensors="pt").to(device)
         kwargs = {"n_docs": k} if is_rag else {}
-        ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], num_beams=num_beams,
-                             max_length=max_length, **kwargs)
+        with loaded.retriever.capture() if is_rag else contextlib.nullcontext([]) as calls:
+            ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 num_beams=num_beams, max_length=max_length, **kwargs)
         answers = gtok.batch_decode(ids, skip_special_tokens=True)
-        r = loaded.retriever.last if is_rag else None
+        r = calls[0] if calls else None
         for i, (q, a) in enumerate(zip(batch, answers)):
             passages = [] if r is None else [
                 {"id": int(r.ids[i, j]), "score": float(r.scores[i, j]), "title": r.titles[i][j], "text": r.texts[i][j]}

@@ -38,6 +38,14 @@ class BuildReport:
     seconds: dict = field(default_factory=dict)
 
 
+def passage_features(dim: int):
+    """The `datasets.Features` of a knowledge base's passages: title, text, embeddings (dim float32)."""
+    from datasets import Features, Sequence as HFSequence, Value
+
+    return Features({"title": Value("string"), "text": Value("string"),
+                     "embeddings": HFSequence(Value("float32"), length=dim)})
+
+
 def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors, *, encoder: str,
                          index_type: str = "flat", params: IndexParams | None = None,
                          passage_words: int = 100, n_documents: int = 0, overwrite: bool = False,
@@ -46,14 +54,12 @@ def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors
 
     `encoder_dir`, if given, is copied into the knowledge base as `encoder/` (the manifest then
     names the encoder `./encoder`): used for random `tiny` encoders that exist nowhere else."""
-    from datasets import Dataset, Features, Sequence as HFSequence, Value
+    from datasets import Dataset
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         dim = int(vectors.shape[1])
-        features = Features({"title": Value("string"), "text": Value("string"),
-                             "embeddings": HFSequence(Value("float32"), length=dim)})
         dataset = Dataset.from_dict({"title": titles, "text": texts, "embeddings": list(vectors)},
-                                    features=features)
+                                    features=passage_features(dim))
         dataset.save_to_disk(str(tmp / PASSAGES_DIR))
         index, used = faiss_index.build_index(vectors, index_type, params or IndexParams())
         faiss_index.save_index(index, tmp / INDEX_FILE)
@@ -107,4 +113,4 @@ def build(docs: Sequence[Path], out: Path, *, encoder: str = encoders.MINILM, pa
                        dim=int(vectors.shape[1]), index_type=index_type, seconds=seconds)
 
 
-__all__ = ["BuildReport", "ReadReport", "build", "write_knowledge_base"]
+__all__ = ["BuildReport", "ReadReport", "build", "passage_features", "write_knowledge_base"]

@@ -111,17 +111,37 @@ def stored_vectors(index: faiss.Index) -> np.ndarray | None:
     return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
 
 
-def load_index(path: Path, params: dict, mmap: bool = True) -> faiss.Index:
-    """Read an index file; with `mmap`, flat codes are mapped so processes on a node share the pages."""
+def load_index(path: Path, params: dict, mmap: bool = True, fix: str = "rebuild with `rayrag index`") -> faiss.Index:
+    """Read an index file; with `mmap`, flat codes are mapped so processes on a node share the pages. Types that
+    cannot be mapped are read whole. `fix`: what the error for an unreadable file tells the user to do."""
     flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
     try:
         index = faiss.read_index(str(path), flags)
     except RuntimeError:
         if not mmap:
-            raise RayragError(f"{path}: not a readable FAISS index; rebuild with `rayrag index`") from None
+            raise RayragError(f"{path}: not a readable FAISS index; {fix}") from None
         try:  # some index types cannot be mapped: read them whole
             index = faiss.read_index(str(path))
         except RuntimeError:
-            raise RayragError(f"{path}: not a readable FAISS index; rebuild with `rayrag index`") from None
+            raise RayragError(f"{path}: not a readable FAISS index; {fix}") from None
+        log.info("%s: this index type cannot be memory-mapped; read whole (one private copy per process)", path)
     configure(index, params)
     return index
+
+
+def describe(index: faiss.Index) -> tuple[str, dict]:
+    """(index type, parameters) of an index made elsewhere, in the terms of a manifest: `flat`, `hnsw` and `ivfpq`
+    with the parameters `build_index` records; any other type by its FAISS class name."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw", {"hnsw_m": int(index.hnsw.nb_neighbors(1)),
+                        "hnsw_ef_construction": int(index.hnsw.efConstruction),
+                        "hnsw_ef_search": int(index.hnsw.efSearch)}
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq", {"ivf_nlist": int(index.nlist), "pq_m": int(index.pq.M), "pq_nbits": int(index.pq.nbits),
+                         "ivf_nprobe": int(index.nprobe)}
+    if isinstance(index, faiss.IndexFlat):
+        return "flat", {}
+    if isinstance(index, faiss.IndexIVF):
+        return type(index).__name__, {"ivf_nprobe": int(index.nprobe)}
+    return type(index).__name__, {}

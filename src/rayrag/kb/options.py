@@ -1,4 +1,5 @@
-"""Options of `rayrag index`: which documents, how they are split and embedded, and the FAISS index."""
+"""Options of `rayrag index`: which documents, how they are split and embedded, and the FAISS index; or which
+Hugging Face RAG knowledge base to convert."""
 
 from __future__ import annotations
 
@@ -14,17 +15,24 @@ from rayrag.kb.faiss_index import INDEX_TYPES, IndexParams
 class IndexOptions:
     """Options of `rayrag index`."""
 
-    docs: list[Path]
-    """Document files (.jsonl, .tsv, .csv, .parquet) with title and text: `--docs a.jsonl b.tsv`."""
     out: Path
     """Knowledge base directory to write."""
-    encoder: str = "minilm"
-    """Context encoder: hub name, local path, `minilm` (packaged) or `tiny` (random, for tests; saved inside the
-    knowledge base)."""
+    docs: list[Path] = field(default_factory=list)
+    """Document files (.jsonl, .tsv, .csv, .parquet) with title and text: `--docs a.jsonl b.tsv`."""
+    passages_path: Path | None = None
+    """Instead of --docs: convert a Hugging Face RAG knowledge base without re-embedding: its passages directory
+    (title, text, embeddings; `dataset.save_to_disk`), with --index_path."""
+    index_path: Path | None = None
+    """With --passages_path: its FAISS index file (`dataset.get_index("embeddings").save`)."""
+    encoder: str | None = None
+    """Context encoder: hub name, local path, `minilm` (packaged; the default) or `tiny` (random, for tests; saved
+    inside the knowledge base). With --passages_path: the encoder that made the stored vectors, recorded in the
+    manifest (default: none recorded)."""
     passage_words: int = 100
     """Words per passage."""
-    index_type: str = "flat"
-    """FAISS index type: flat | hnsw | ivfpq."""
+    index_type: str | None = None
+    """FAISS index type: flat (the default) | hnsw | ivfpq. With --passages_path: unset keeps its index as it is,
+    a type builds a new index of that type from the stored vectors."""
     index: IndexParams = field(default_factory=IndexParams)
     """Parameters of the hnsw and ivfpq index types (`--index.hnsw_m 32`; ignored by flat)."""
     batch_size: int = 64
@@ -34,11 +42,25 @@ class IndexOptions:
     overwrite: bool = False
     """Replace --out if it exists."""
 
+    @property
+    def converts(self) -> bool:
+        """Whether this converts a Hugging Face RAG knowledge base (--passages_path/--index_path)."""
+        return self.passages_path is not None or self.index_path is not None
+
     def validate(self) -> None:
         """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
-        if not self.docs:
-            raise RayragError("--docs: name at least one document file, e.g. --docs docs.jsonl")
-        if self.index_type not in INDEX_TYPES:
+        if self.docs and self.converts:
+            raise RayragError("--docs and --passages_path/--index_path: give one, documents to embed or a Hugging "
+                              "Face RAG knowledge base to convert")
+        if not self.docs and not self.converts:
+            raise RayragError("--docs: name at least one document file, e.g. --docs docs.jsonl (or convert a "
+                              "Hugging Face RAG knowledge base with --passages_path P --index_path I)")
+        if self.converts and (self.passages_path is None or self.index_path is None):
+            given, missing = (("--passages_path", "--index_path") if self.index_path is None
+                              else ("--index_path", "--passages_path"))
+            raise RayragError(f"{given}: give {missing} too; a Hugging Face RAG knowledge base is a passages "
+                              "directory and the FAISS file saved beside it")
+        if self.index_type is not None and self.index_type not in INDEX_TYPES:
             raise RayragError(f"--index_type {self.index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
         p = self.index
         least = {"--passage_words": (self.passage_words, 1), "--batch_size": (self.batch_size, 1),
@@ -52,5 +74,8 @@ class IndexOptions:
                 raise RayragError(f"{flag} {value}: must be at least {low}")
 
     def resolved(self) -> IndexOptions:
-        """A new `IndexOptions`; nothing here has a default that depends on other flags."""
-        return dataclasses.replace(self, docs=list(self.docs), index=dataclasses.replace(self.index))
+        """A new `IndexOptions`; building from --docs fills in the defaults --encoder minilm and --index_type flat
+        (converting keeps them unset: no encoder recorded, the source's index kept)."""
+        defaults = {} if self.converts else {"encoder": self.encoder or "minilm",
+                                             "index_type": self.index_type or "flat"}
+        return dataclasses.replace(self, docs=list(self.docs), index=dataclasses.replace(self.index), **defaults)

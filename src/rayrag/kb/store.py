@@ -1,9 +1,11 @@
-"""A knowledge base directory opened for search: passages (Arrow, memory-mapped) and the FAISS index.
+"""A knowledge base opened for search: passages (Arrow, memory-mapped) and the FAISS index.
 
-Layout (see docs/ARCHITECTURE.md):
+rayrag's layout (see docs/ARCHITECTURE.md), checked against its manifest:
     KB_DIR/manifest.json      what is here, with sizes and checksums
     KB_DIR/passages/          `datasets` Arrow dataset: title, text, embeddings
     KB_DIR/index.faiss        FAISS index over the embeddings, row i = passage i
+or, given `index_path`, the Hugging Face RAG example's layout, read as it is (kb/reference.py): a
+passages directory (title, text, embeddings) and a FAISS file. kb/layout.py tells them apart.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import faiss
 import numpy as np
 
 from rayrag.errors import RayragError
-from rayrag.kb import faiss_index
+from rayrag.kb import faiss_index, reference
 from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest, verify_files
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,18 @@ class Passages:
     texts: list[list[str]]
 
 
+def _load_passages(path: Path):
+    """The `datasets.Dataset` of a rayrag knowledge base's passages/ (memory-mapped)."""
+    from datasets import load_from_disk
+
+    try:
+        return load_from_disk(str(path))
+    except Exception as e:  # datasets raises assorted errors for a damaged directory
+        raise RayragError(
+            f"{path}: passages cannot be read ({type(e).__name__}); rebuild the knowledge base with "
+            "`rayrag index`") from e
+
+
 def check_k(k: int, n_passages: int, where: object, flag: str = "--n_docs") -> None:
     """Refuse a number of passages per question that the knowledge base `where` cannot give."""
     if not 1 <= k <= n_passages:
@@ -40,22 +54,22 @@ def check_k(k: int, n_passages: int, where: object, flag: str = "--n_docs") -> N
 
 
 class KnowledgeBase:
-    """Passages and index of one knowledge base directory, checked against its manifest on open."""
+    """Passages and index of one knowledge base: a rayrag directory `kb`, checked against its manifest on open, or
+    with `index_path` the Hugging Face RAG layout (`kb` its passages directory), checked as far as it can be."""
 
-    def __init__(self, kb_dir: str | Path, *, mmap: bool = True, verify_checksums: bool = True,
-                 load_index: bool = True):
-        from datasets import load_from_disk
-
-        self.path = Path(kb_dir)
-        self.manifest = Manifest.read(self.path)
-        verify_files(self.path, self.manifest, checksums=verify_checksums)
+    def __init__(self, kb: str | Path, *, index_path: str | Path | None = None, mmap: bool = True,
+                 verify_checksums: bool = True, load_index: bool = True):
+        self.path = Path(kb)
+        self.index_path = Path(index_path) if index_path is not None else None
         t0 = time.perf_counter()
-        try:
-            dataset = load_from_disk(str(self.path / PASSAGES_DIR))
-        except Exception as e:  # datasets raises assorted errors for a damaged directory
-            raise RayragError(
-                f"{self.path / PASSAGES_DIR}: passages cannot be read ({type(e).__name__}); rebuild the "
-                "knowledge base with `rayrag index`") from e
+        if self.index_path is None:
+            self.manifest = Manifest.read(self.path)
+            verify_files(self.path, self.manifest, checksums=verify_checksums)
+            dataset = _load_passages(self.path / PASSAGES_DIR)
+            index_file = self.path / INDEX_FILE
+        else:
+            dataset, self.manifest = reference.open_passages(self.path, self.index_path)
+            index_file = self.index_path
         self.table = dataset.data.table  # pyarrow Table over memory-mapped Arrow files
         # Row lookups go chunk by chunk over zero-copy views: `ChunkedArray.take` would copy whole
         # columns on every call (hundreds of MB for a large knowledge base, private to each process).
@@ -70,18 +84,29 @@ class KnowledgeBase:
         self.index: faiss.Index | None = None
         self._index_vectors: np.ndarray | None = None
         if load_index:
-            self.index = faiss_index.load_index(self.path / INDEX_FILE, self.manifest.index_params, mmap=mmap)
-            if self.index.ntotal != self.manifest.n_passages or self.index.d != self.manifest.dim:
-                raise RayragError(
-                    f"{self.path / INDEX_FILE}: {self.index.ntotal} vectors of size {self.index.d} where "
-                    f"the manifest records {self.manifest.n_passages} of size {self.manifest.dim}; "
-                    "rebuild the knowledge base with `rayrag index`")
+            if self.index_path is None:
+                self.index = faiss_index.load_index(index_file, self.manifest.index_params, mmap=mmap)
+                if self.index.ntotal != self.manifest.n_passages or self.index.d != self.manifest.dim:
+                    raise RayragError(
+                        f"{index_file}: {self.index.ntotal} vectors of size {self.index.d} where "
+                        f"the manifest records {self.manifest.n_passages} of size {self.manifest.dim}; "
+                        "rebuild the knowledge base with `rayrag index`")
+            else:
+                self.index = faiss_index.load_index(index_file, {}, mmap=mmap, fix="give the FAISS file that "
+                                                    "dataset.get_index(\"embeddings\").save wrote")
+                reference.check_index(self.index, self.manifest, self.path, index_file)
+                self.manifest.index_type, self.manifest.index_params = faiss_index.describe(self.index)
             # A flat index holds the same float32 vectors as the Arrow column: reading them from the index,
             # whose pages every search touches anyway (and processes on a node share), keeps the lookups
             # from faulting in a second copy through the Arrow files (measured: +208 MiB across 4 actors).
             self._index_vectors = faiss_index.stored_vectors(self.index)
-        log.info("opened knowledge base %s: %d passages, %s index, %.2f s", self.path,
+        log.info("opened knowledge base %s: %d passages, %s index, %.2f s", self.where,
                  self.manifest.n_passages, self.manifest.index_type, time.perf_counter() - t0)
+
+    @property
+    def where(self) -> str:
+        """The knowledge base's path(s), for messages."""
+        return str(self.path) if self.index_path is None else f"{self.path} (index {self.index_path})"
 
     @property
     def dim(self) -> int:
@@ -91,7 +116,7 @@ class KnowledgeBase:
         return self.manifest.n_passages
 
     def check_k(self, k: int, flag: str = "--n_docs") -> None:
-        check_k(k, len(self), self.path, flag)
+        check_k(k, len(self), self.where, flag)
 
     def _locate(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chunk number, row within chunk) of each passage id."""

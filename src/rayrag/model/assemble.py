@@ -17,8 +17,9 @@ from pathlib import Path
 
 from rayrag import encoders
 from rayrag.errors import RayragError
-from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest
-from rayrag.model.checkpoint import MODEL_TYPES, RAG_TYPES, ModelInfo, rag_class, save_model
+from rayrag.kb.layout import KbLocation, check_flags, from_flags
+from rayrag.kb.manifest import Manifest
+from rayrag.model.checkpoint import MODEL_TYPES, RAG_TYPES, ModelInfo, rag_class, record_kb, save_model
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,12 @@ class InitOptions:
     model_type: str = "rag_token"
     """rag_token | rag_sequence, or a closed-book baseline: bart | t5 | seq2seq (generator alone)."""
     kb: Path | None = None
-    """Knowledge base directory the RAG model retrieves from (required for RAG types)."""
+    """Knowledge base the RAG model retrieves from (RAG types need it, or --passages_path/--index_path): a
+    `rayrag index` directory, or a directory holding a Hugging Face RAG knowledge base."""
+    passages_path: Path | None = None
+    """Instead of --kb: a Hugging Face RAG knowledge base's passages directory, with --index_path."""
+    index_path: Path | None = None
+    """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
     question_encoder: str | None = None
     """Question encoder: hub name, local path or `minilm`; default: the knowledge base's own encoder."""
     generator: str = "minilm"
@@ -60,8 +66,10 @@ class InitOptions:
         """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
         if self.model_type not in MODEL_TYPES:
             raise RayragError(f"--model_type {self.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
-        if self.model_type in RAG_TYPES and self.kb is None:
-            raise RayragError(f"--model_type {self.model_type} retrieves: pass --kb KB_DIR")
+        if self.model_type in RAG_TYPES and self.kb is None and self.passages_path is None and self.index_path is None:
+            raise RayragError(f"--model_type {self.model_type} retrieves: pass --kb KB_DIR (or --passages_path P "
+                              "--index_path I)")
+        check_flags(self.kb, self.passages_path, self.index_path)
         if self.n_docs < 1:
             raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
         if self.generator_encoder_layers < 0 or self.generator_decoder_layers < 0:
@@ -73,14 +81,28 @@ class InitOptions:
             raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
 
     def resolved(self) -> InitOptions:
-        """A new `InitOptions` with --kb made absolute (the model directory records it)."""
-        return dataclasses.replace(self, kb=Path(self.kb).resolve() if self.kb is not None else None)
+        """A new `InitOptions` with --kb, --passages_path and --index_path made absolute (the model records them)."""
+        def absolute(p: Path | None) -> Path | None:
+            return Path(p).resolve() if p is not None else None
+
+        return dataclasses.replace(self, kb=absolute(self.kb), passages_path=absolute(self.passages_path),
+                                   index_path=absolute(self.index_path))
 
 
 def kb_encoder(kb: Path, manifest: Manifest) -> str:
     """The encoder a knowledge base was built with; `./x` names a directory inside the knowledge base."""
     enc = manifest.encoder
     return str((Path(kb) / enc).resolve()) if enc.startswith("./") else enc
+
+
+def describe_kb(kb: KbLocation) -> Manifest:
+    """What init-model needs to know of a knowledge base (encoder, vector size, passage count), without its index:
+    the manifest of a rayrag directory, or what a Hugging Face RAG knowledge base's passages say (no encoder)."""
+    if not kb.is_reference:
+        return Manifest.read(Path(kb.kb))
+    from rayrag.kb.reference import open_passages
+
+    return open_passages(Path(kb.kb), Path(kb.index_path))[1]
 
 
 def _fix_special_ids(config, tokenizer) -> dict[str, int]:
@@ -159,8 +181,14 @@ def init_model(opts: InitOptions) -> Path:
     out = Path(opts.out)
     if out.exists() and not opts.overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
-    manifest = Manifest.read(Path(opts.kb)) if opts.kb is not None else None
-    q_name = opts.question_encoder or (kb_encoder(opts.kb, manifest) if manifest else encoders.MINILM)
+    kb = from_flags(opts.kb, opts.passages_path, opts.index_path)
+    manifest = describe_kb(kb) if kb is not None else None
+    if manifest is not None and not manifest.encoder and opts.question_encoder is None:
+        raise RayragError(
+            f"--question_encoder: {kb} records no encoder (a Hugging Face RAG knowledge base); name the question "
+            "encoder that matches the context encoder its vectors came from, e.g. "
+            "facebook/dpr-question_encoder-multiset-base")
+    q_name = opts.question_encoder or (kb_encoder(Path(kb.kb), manifest) if manifest else encoders.MINILM)
     q_model, q_tok = encoders.load_question_encoder(q_name)
     generator, g_tok = build_generator(opts.generator, q_tok, opts.generator_decoder_layers, opts.seed,
                                        encoder_layers=opts.generator_encoder_layers,
@@ -175,24 +203,23 @@ def init_model(opts: InitOptions) -> Path:
     dim = encoders.output_dim(q_model)
     if dim != manifest.dim:
         raise RayragError(
-            f"--question_encoder {q_name}: makes vectors of size {dim} but {opts.kb} holds vectors of size "
-            f"{manifest.dim}; use the encoder the knowledge base was built with ({manifest.encoder})")
+            f"--question_encoder {q_name}: makes vectors of size {dim} but {kb} holds vectors of size "
+            f"{manifest.dim}; use the encoder the knowledge base was built with ({manifest.encoder or 'not recorded'})")
     if manifest.n_passages < opts.n_docs:
-        raise RayragError(f"--n_docs {opts.n_docs}: the knowledge base {opts.kb} has only "
+        raise RayragError(f"--n_docs {opts.n_docs}: the knowledge base {kb} has only "
                           f"{manifest.n_passages} passages")
     g_cfg = generator.config
     config = RagConfig.from_question_encoder_generator_configs(
         q_model.config, g_cfg, n_docs=opts.n_docs, max_combined_length=opts.max_combined_length,
-        retrieval_vector_size=dim, index_name="custom",
-        passages_path=str(opts.kb / PASSAGES_DIR), index_path=str(opts.kb / INDEX_FILE),
-        pad_token_id=g_cfg.pad_token_id, eos_token_id=g_cfg.eos_token_id,
+        retrieval_vector_size=dim, pad_token_id=g_cfg.pad_token_id, eos_token_id=g_cfg.eos_token_id,
         bos_token_id=getattr(g_cfg, "bos_token_id", None),
         decoder_start_token_id=g_cfg.decoder_start_token_id)
     model = rag_class(opts.model_type)(config=config, question_encoder=q_model, generator=generator)
     if getattr(model, "generation_config", None) is not None:  # RagSequence has none
         for k in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
             setattr(model.generation_config, k, getattr(config, k))
-    save_model(out, model, q_tok, g_tok, ModelInfo(opts.model_type, kb=str(opts.kb)), overwrite=opts.overwrite)
+    info = record_kb(model, ModelInfo(opts.model_type), kb)  # config: index_name custom, passages_path, index_path
+    save_model(out, model, q_tok, g_tok, info, overwrite=opts.overwrite)
     log.info("wrote %s model to %s (question encoder %s, generator %s, knowledge base %s)",
-             opts.model_type, out, q_name, opts.generator, opts.kb)
+             opts.model_type, out, q_name, opts.generator, kb)
     return out

@@ -5,22 +5,34 @@ A RAG directory loads with plain transformers too (`RagTokenForGeneration.from_p
 
     MODEL_DIR/config.json, model.safetensors, generation_config.json
     MODEL_DIR/question_encoder_tokenizer/, generator_tokenizer/   (RAG)  or tokenizer files (seq2seq)
-    MODEL_DIR/rayrag.json   {"model_type": ..., "kb": absolute knowledge base path or null}
+    MODEL_DIR/rayrag.json   {"model_type": ..., "kb": absolute knowledge base path or null
+                             [, "index_path": its FAISS file, for a Hugging Face RAG knowledge base]}
+
+A RAG directory saved by plain transformers (no rayrag.json) works as well: its type comes from the
+config's architectures, its knowledge base from the config's passages_path/index_path. `--model_type`
+picks the class, as in the reference: any RAG checkpoint loads as rag_token or rag_sequence (both hold
+RagModel's weights); a closed-book type on a RAG checkpoint, or the reverse, is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
 from rayrag.io import atomic_dir
+from rayrag.kb.layout import KbLocation, from_flags, from_pair
+
+log = logging.getLogger(__name__)
 
 INFO_FILE = "rayrag.json"
 RAG_TYPES = ("rag_sequence", "rag_token")
 SEQ2SEQ_TYPES = ("bart", "t5", "seq2seq")
 MODEL_TYPES = RAG_TYPES + SEQ2SEQ_TYPES
+KB_FIX = "pass --kb KB_DIR, or --passages_path P --index_path I for a Hugging Face RAG knowledge base"
 
 
 @dataclass
@@ -29,10 +41,42 @@ class ModelInfo:
 
     model_type: str
     kb: str | None = None
+    """The knowledge base (a rayrag directory, or a Hugging Face RAG passages directory with `index_path`)."""
+    index_path: str | None = None
+    """The Hugging Face RAG knowledge base's FAISS file; None for a rayrag directory."""
 
     @property
     def is_rag(self) -> bool:
         return self.model_type in RAG_TYPES
+
+    @property
+    def location(self) -> KbLocation | None:
+        """The knowledge base this model was built or trained with, if one is recorded."""
+        return KbLocation(self.kb, self.index_path) if self.kb is not None else None
+
+    def to_json(self) -> str:
+        """rayrag.json's text (`index_path` only where there is one, so older readers see the same file)."""
+        data = {k: v for k, v in asdict(self).items() if k != "index_path" or v is not None}
+        return json.dumps(data, indent=2) + "\n"
+
+
+def with_type(info: ModelInfo, model_type: str | None, where: str) -> ModelInfo:
+    """The model to load when --model_type asks for `model_type`: as the reference does, any RAG checkpoint loads
+    as rag_sequence or rag_token (one log line says so when it was saved as the other); closed-book types load as
+    the generator they are. A RAG type on a closed-book model, or the reverse, is refused."""
+    if model_type is None or model_type == info.model_type:
+        return info
+    if model_type not in MODEL_TYPES:
+        raise RayragError(f"--model_type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+    if (model_type in RAG_TYPES) != info.is_rag:
+        held = f"RAG model ({info.model_type})" if info.is_rag else f"closed-book {info.model_type} model"
+        raise RayragError(f"--model_type {model_type} contradicts {where}, which holds a {held}; drop --model_type "
+                          "or pick the matching model")
+    if not info.is_rag:
+        return info  # bart | t5 | seq2seq: the class comes from the generator's own config
+    log.info("%s was saved as %s; loading it as %s (--model_type): both classes hold the same RagModel weights",
+             where, info.model_type, model_type)
+    return dataclasses.replace(info, model_type=model_type)
 
 
 def rag_class(model_type: str):
@@ -50,7 +94,7 @@ def read_info(model_dir: Path) -> ModelInfo:
     if path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            info = ModelInfo(model_type=data["model_type"], kb=data.get("kb"))
+            info = ModelInfo(model_type=data["model_type"], kb=data.get("kb"), index_path=data.get("index_path"))
         except (ValueError, KeyError, TypeError) as e:
             raise RayragError(f"{path}: damaged ({e}); recreate the model with `rayrag init-model`") from e
         if info.model_type not in MODEL_TYPES:
@@ -67,7 +111,9 @@ def read_info(model_dir: Path) -> ModelInfo:
         raise RayragError(f"{config}: damaged ({e})") from e
     arch = " ".join(cfg.get("architectures") or [])
     if cfg.get("model_type") == "rag":
-        return ModelInfo("rag_token" if "RagToken" in arch else "rag_sequence", _kb_of_config(cfg))
+        kb = _kb_of_config(cfg, config)
+        return ModelInfo("rag_token" if "RagToken" in arch else "rag_sequence", kb.kb if kb else None,
+                         kb.index_path if kb else None)
     if cfg.get("is_encoder_decoder"):
         return ModelInfo("seq2seq")
     raise RayragError(
@@ -75,12 +121,18 @@ def read_info(model_dir: Path) -> ModelInfo:
         f"{cfg.get('model_type')!r}); create one with `rayrag init-model`")
 
 
-def _kb_of_config(cfg: dict) -> str | None:
-    """The knowledge base directory a RAG config's `passages_path` / `index_path` point into (both inside one
-    directory, as `rayrag init-model` writes them), or None."""
-    paths = [Path(p) for p in (cfg.get("passages_path"), cfg.get("index_path")) if p]
-    parents = {p.parent for p in paths}
-    return str(parents.pop()) if len(parents) == 1 else None
+def _kb_of_config(cfg: dict, config: Path) -> KbLocation | None:
+    """The knowledge base a RAG config's `passages_path` / `index_path` name (kb/layout.py `from_pair`): a rayrag
+    directory (`rayrag init-model` points into one) or a Hugging Face RAG knowledge base; None when they name none
+    (a hub index, or half a pair: the user passes --kb then)."""
+    if cfg.get("index_name") not in (None, "custom"):
+        return None
+    try:
+        return from_pair(cfg.get("passages_path") or None, cfg.get("index_path") or None,
+                         flags=(f"{config}: passages_path", "index_path"))
+    except RayragError as e:
+        log.warning("%s; pass --kb or --passages_path/--index_path", e)
+        return None
 
 
 def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokenizer, info: ModelInfo,
@@ -96,7 +148,7 @@ def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokeniz
             RagTokenizer(question_encoder=question_tokenizer, generator=generator_tokenizer).save_pretrained(tmp)
         else:
             generator_tokenizer.save_pretrained(tmp)
-        (tmp / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+        (tmp / INFO_FILE).write_text(info.to_json(), encoding="utf-8")
     return out
 
 
@@ -111,15 +163,17 @@ class LoadedModel:
     retriever: object = None
 
 
-def load_model(model_dir: str | Path, *, kb: str | Path | None = None, client=None,
-               retrieval: bool = True) -> LoadedModel:
+def load_model(model_dir: str | Path, *, kb: KbLocation | str | Path | None = None, client=None,
+               retrieval: bool = True, model_type: str | None = None, info: ModelInfo | None = None) -> LoadedModel:
     """Load a model directory. RAG models get a `RayragRetriever` over the retrieval `client`, or over a
-    local client on `kb` (default: the knowledge base recorded at `init-model` time); with
-    `retrieval=False` no retriever is attached (training attaches one per process)."""
+    local client on `kb` (a `KbLocation`, or a directory of either layout; default: the knowledge base the
+    model records); with `retrieval=False` no retriever is attached (training attaches one per process).
+    `model_type` loads a RAG checkpoint as the other RAG class (`with_type`); `info`, if given, is used
+    instead of reading the directory's (already typed)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, RagConfig, RagTokenizer
 
     model_dir = Path(model_dir)
-    info = read_info(model_dir)
+    info = info or with_type(read_info(model_dir), model_type, str(model_dir))
     try:
         if not info.is_rag:
             model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
@@ -135,13 +189,26 @@ def load_model(model_dir: str | Path, *, kb: str | Path | None = None, client=No
     if client is None:
         from rayrag.retrieval.local import LocalSpec
 
-        kb_path = kb or info.kb
-        if kb_path is None:
-            raise RayragError(f"{model_dir}: no knowledge base recorded; pass --kb KB_DIR")
-        client = LocalSpec(kb=str(kb_path)).connect()
+        where = kb if isinstance(kb, KbLocation) else from_flags(kb) if kb is not None else info.location
+        if where is None:
+            raise RayragError(f"{model_dir}: no knowledge base recorded; {KB_FIX}")
+        try:
+            client = LocalSpec(kb=where.kb, index_path=where.index_path).connect()
+        except RayragError as e:
+            if kb is not None:
+                raise
+            raise RayragError(f"{e} (the knowledge base {model_dir} records; to use another, {KB_FIX})") from e
     retriever = attach_retriever(model, tokenizers.question_encoder, tokenizers.generator, client,
                                  where=str(model_dir))
     return LoadedModel(model, tokenizers.question_encoder, tokenizers.generator, info, retriever)
+
+
+def record_kb(model, info: ModelInfo, kb: KbLocation) -> ModelInfo:
+    """Point a RAG model at the knowledge base `kb`: its config (index_name custom, passages_path, index_path, so
+    `RagRetriever.from_pretrained` finds it with plain transformers) and the returned info (rayrag.json)."""
+    model.config.index_name = "custom"
+    model.config.passages_path, model.config.index_path = kb.rag_paths()
+    return dataclasses.replace(info, kb=kb.kb, index_path=kb.index_path)
 
 
 def attach_retriever(model, question_tokenizer, generator_tokenizer, client, where: str = "model"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayrag.errors import RayragError
+from rayrag.kb.layout import check_flags, from_pair
 from rayrag.retrieval.ray.config import PoolConfig
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_w_restarts", "polynomial", "constant")
@@ -27,17 +28,22 @@ class TrainOptions:
     output_dir: Path
     """Run directory: checkpoints, best_model/, logs, metrics.json, predictions, profile."""
     model_name_or_path: Path
-    """Model directory made by `rayrag init-model` (or an earlier `rayrag train`'s best_model/)."""
+    """Model directory made by `rayrag init-model`, an earlier `rayrag train`'s best_model/, or any RAG directory
+    saved by plain transformers (save_pretrained)."""
     model_type: str | None = None
-    """rag_sequence | rag_token | bart | t5 | seq2seq; checked against the model directory (default: read from it)."""
+    """rag_sequence | rag_token | bart | t5 | seq2seq (default: the model's). As in the reference, picks the class:
+    any RAG checkpoint trains as rag_sequence or rag_token; a closed-book type on a RAG model is refused."""
     kb: Path | None = None
-    """Knowledge base directory to retrieve from (default: the one the model was built with)."""
+    """Knowledge base to retrieve from: a `rayrag index` directory, or a directory holding a Hugging Face RAG
+    knowledge base (one `datasets` directory and one .faiss file) (default: the one the model records)."""
     index_name: str | None = None
     """Reference flag: `custom` (or unset) uses --passages_path/--index_path or --kb; hub indexes are not supported."""
     passages_path: Path | None = None
-    """Reference flag: a knowledge base's passages/ directory (its parent is used as --kb)."""
+    """Reference flag: the passages directory of a Hugging Face RAG knowledge base (use_own_knowledge_dataset.py),
+    with --index_path; a rayrag knowledge base's passages/ names its directory."""
     index_path: Path | None = None
-    """Reference flag: a knowledge base's index.faiss (its parent is used as --kb)."""
+    """Reference flag: the FAISS file of a Hugging Face RAG knowledge base, with --passages_path; a rayrag knowledge
+    base's index.faiss names its directory."""
     do_train: bool = False
     """Train."""
     do_predict: bool = False
@@ -147,7 +153,8 @@ class TrainOptions:
 
     def resolved(self) -> TrainOptions:
         """A new `TrainOptions` with the reference's flags applied: --gpus N is --accelerator gpu --devices N
-        (0: --accelerator cpu), and --passages_path/--index_path set --kb to their directory."""
+        (0: --accelerator cpu), and --passages_path/--index_path naming a rayrag knowledge base's files set --kb to
+        its directory (a Hugging Face RAG pair stays as given)."""
         _check_gpus(self)
         accelerator, devices = self.accelerator, self.devices
         if self.gpus is not None:
@@ -196,8 +203,8 @@ def _check_choices(o: TrainOptions) -> None:
             f"--distributed_retriever {o.distributed_retriever!r}: choose one of {', '.join(BACKENDS)}")
     if o.index_name not in (None, "custom"):
         raise RayragError(
-            f"--index_name {o.index_name}: rayrag retrieves from knowledge bases built with "
-            "`rayrag index`; pass --index_name custom with --passages_path/--index_path, or --kb")
+            f"--index_name {o.index_name}: rayrag retrieves from your own knowledge base (`rayrag index`, or the "
+            "Hugging Face RAG layout); pass --index_name custom with --passages_path/--index_path, or --kb")
 
 
 def _check_gpus(o: TrainOptions) -> None:
@@ -206,18 +213,13 @@ def _check_gpus(o: TrainOptions) -> None:
 
 
 def _reference_kb(o: TrainOptions) -> Path | None:
-    """--kb, or the directory the reference's --passages_path/--index_path point into; refuses a contradiction."""
-    derived = {Path(p).parent for p in (o.passages_path, o.index_path) if p is not None}
-    if len(derived) > 1:
-        raise RayragError(
-            f"--passages_path {o.passages_path} and --index_path {o.index_path} are in different "
-            "directories; both must be inside one knowledge base directory")
-    if not derived:
+    """--kb, or the rayrag knowledge base directory whose files --passages_path/--index_path name (a Hugging Face
+    RAG pair leaves --kb unset); refuses a contradiction. From the paths alone (kb/layout.py)."""
+    check_flags(o.kb, o.passages_path, o.index_path)
+    if o.kb is not None:
         return o.kb
-    kb = derived.pop()
-    if o.kb is not None and Path(o.kb).resolve() != kb.resolve():
-        raise RayragError(f"--kb {o.kb} contradicts --passages_path/--index_path in {kb}; drop one")
-    return kb
+    pair = from_pair(o.passages_path, o.index_path)
+    return Path(pair.kb) if pair is not None and not pair.is_reference else None
 
 
 def _check_ray(o: TrainOptions) -> None:

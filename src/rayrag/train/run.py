@@ -22,7 +22,8 @@ from rayrag.distributed import barrier, is_first_process
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
 from rayrag.io import atomic_write_text, atomic_write_with
-from rayrag.model.checkpoint import load_model, read_info, save_model
+from rayrag.kb.layout import KbLocation, from_flags
+from rayrag.model.checkpoint import KB_FIX, ModelInfo, load_model, read_info, record_kb, save_model, with_type
 from rayrag.retrieval.options import RetrievalOptions
 from rayrag.retrieval.service import open_service
 from rayrag.train.batches import Collator
@@ -41,21 +42,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_with(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
 
-def _retrieval_options(opts: TrainOptions, kb_dir: Path) -> RetrievalOptions:
-    return RetrievalOptions(kb=kb_dir, backend=opts.distributed_retriever, num_workers=opts.num_retrieval_workers,
+def _retrieval_options(opts: TrainOptions, kb: KbLocation) -> RetrievalOptions:
+    return RetrievalOptions(kb=Path(kb.kb), index_path=Path(kb.index_path) if kb.index_path else None,
+                            backend=opts.distributed_retriever, num_workers=opts.num_retrieval_workers,
                             ray_address=opts.ray_address, pool=opts.pool)
 
 
 @contextlib.contextmanager
-def retrieval_service(opts: TrainOptions, kb_dir: Path | None) -> Iterator[str | None]:
+def retrieval_service(opts: TrainOptions, kb: KbLocation | None) -> Iterator[str | None]:
     """Around `trainer.fit`: in the job's first process (before Lightning starts the other ranks) open the
     retrieval service and yield its spec (JSON) for the module; elsewhere, or without retrieval, yield None.
     After a fit that ended well every rank meets at a barrier (each has closed its client by then), then the
     first process closes the service (for `ray`: kills the pool, stops a Ray instance it started)."""
-    service = open_service(_retrieval_options(opts, kb_dir)) if kb_dir is not None and is_first_process() else None
+    service = open_service(_retrieval_options(opts, kb)) if kb is not None and is_first_process() else None
     try:
         yield service.spec.to_json() if service is not None else None
-        if kb_dir is not None:
+        if kb is not None:
             barrier()
     finally:
         if service is not None:
@@ -107,34 +109,31 @@ def train(opts: TrainOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if is_first_process():  # `rayrag train --config OUTPUT_DIR/config.yaml` reruns this run
         write_config(opts, out)
-    info = read_info(Path(opts.model_name_or_path))
-    _check_model(opts, info)
-    kb_dir = Path(opts.kb) if opts.kb is not None else (Path(info.kb) if info.kb else None)
-    if info.is_rag and kb_dir is None:
-        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; pass --kb KB_DIR")
+    info = _check_model(opts, read_info(Path(opts.model_name_or_path)))
+    kb = from_flags(opts.kb, opts.passages_path, opts.index_path) or info.location
+    if info.is_rag and kb is None:
+        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; {KB_FIX}")
     L.seed_everything(opts.seed, workers=True, verbose=False)
     metrics: dict = {}
     best_dir = out / "best_model"
     if opts.do_train:
-        metrics, first = _fit(opts, info, kb_dir if info.is_rag else None, out, best_dir)
+        metrics, first = _fit(opts, info, kb if info.is_rag else None, out, best_dir)
         if not first:
             return {}
     if opts.do_predict:
         metrics.update(_predict_test(opts, best_dir if best_dir.is_dir() else Path(opts.model_name_or_path),
-                                     kb_dir, out))
+                                     kb, out, info))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def _check_model(opts: TrainOptions, info) -> None:
-    """Refuse flags that contradict the model directory."""
-    if opts.model_type and opts.model_type != info.model_type and not (
-            opts.model_type in ("bart", "t5", "seq2seq") and not info.is_rag):
-        raise RayragError(f"--model_type {opts.model_type} contradicts {opts.model_name_or_path}, which holds a "
-                          f"{info.model_type} model; drop --model_type or pick the matching model")
+def _check_model(opts: TrainOptions, info: ModelInfo) -> ModelInfo:
+    """The model to train: --model_type picks the RAG class (`with_type`); refuse flags that contradict it."""
+    info = with_type(info, opts.model_type, str(opts.model_name_or_path))
     if opts.question_encoder_lr is not None and not info.is_rag:
         raise RayragError(f"--question_encoder_lr: {opts.model_name_or_path} is a closed-book {info.model_type} "
                           "model with no question encoder; drop the flag")
+    return info
 
 
 def _validation_examples(opts: TrainOptions, train_ex: list) -> list:
@@ -146,16 +145,17 @@ def _validation_examples(opts: TrainOptions, train_ex: list) -> list:
     return train_ex[:n]
 
 
-def _fit(opts: TrainOptions, info, kb_dir: Path | None, out: Path, best_dir: Path) -> tuple[dict, bool]:
+def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path,
+         best_dir: Path) -> tuple[dict, bool]:
     """Train; on the first rank export the best model. Returns (metrics, whether this is global rank 0)."""
     train_ex = load_split(opts.data_dir, "train", opts.n_train)
     val_ex = _validation_examples(opts, train_ex)
-    loaded = load_model(opts.model_name_or_path, retrieval=False)
+    loaded = load_model(opts.model_name_or_path, retrieval=False, info=info)
     earlier_log = _read_log(out) if opts.resume else []  # Lightning's CSVLogger starts a new file
     trainer = _trainer(opts, out)
     t0 = time.perf_counter()
     ckpt = out / "checkpoints" / "last.ckpt" if opts.resume else None
-    with retrieval_service(opts, kb_dir) as spec:
+    with retrieval_service(opts, kb) as spec:
         module = RagFineTuner(opts, loaded, val_ex, retrieval_spec=spec, train_examples=train_ex,
                               collate=_collator(opts, loaded))
         trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
@@ -173,14 +173,18 @@ def _fit(opts: TrainOptions, info, kb_dir: Path | None, out: Path, best_dir: Pat
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
         metrics["best_val_em"] = float(trainer.checkpoint_callback.best_model_score or 0.0)
+    if kb is not None:  # the best model retrieves from the knowledge base it was trained with
+        info = record_kb(module.model, info, kb)
     save_model(best_dir, module.model, loaded.question_tokenizer, loaded.generator_tokenizer, info)
     log.info("best model written to %s", best_dir)
     return metrics, True
 
 
-def _predict_test(opts: TrainOptions, model_dir: Path, kb_dir: Path | None, out: Path) -> dict:
-    """Answer the test split with `model_dir`; write the predictions; return test_* metrics."""
-    loaded = load_model(model_dir, kb=kb_dir)
+def _predict_test(opts: TrainOptions, model_dir: Path, kb: KbLocation | None, out: Path,
+                  info: ModelInfo) -> dict:
+    """Answer the test split with `model_dir` (loaded as `info` says: the class --model_type picked); write the
+    predictions; return test_* metrics."""
+    loaded = load_model(model_dir, kb=kb, info=info)
     test_ex = load_split(opts.data_dir, "test", opts.n_test)
     preds = predict(loaded, [e.question for e in test_ex], batch_size=opts.eval_batch_size,
                     num_beams=opts.eval_beams, max_length=opts.test_max_target_length, n_docs=opts.n_docs,
@@ -223,8 +227,10 @@ def _collator(opts: TrainOptions, loaded) -> Collator:
 
 def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
     """Gather every rank's retrieval calls and write retrieval_profile.json on rank 0: per rank the call
-    count and times, `retries` (calls the ray backend re-sent to another actor) and `ids_sha1` (one
-    fingerprint of the retrieved ids per call, in call order; see `RayragRetriever`)."""
+    count and times (`seconds`, every call in order), `retries` (calls re-sent to another actor) and
+    `ids_sha1` (one fingerprint of the retrieved ids per call; see `RayragRetriever`); and `critical`, the
+    calls' critical path: for each call index, the longest call of any rank (DDP ranks retrieve in lockstep,
+    and a step waits for its slowest rank)."""
     import numpy as np
 
     retriever = module.model.retriever if module.is_rag else None
@@ -238,15 +244,25 @@ def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
         gathered = [mine]
     if not trainer.is_global_zero:
         return
-    per_rank = {}
-    for rank, got in enumerate(gathered):
-        a = np.asarray(got["times"], dtype=np.float64)
-        stats = ({"count": int(a.size), "mean_s": float(a.mean()), "p50_s": float(np.percentile(a, 50)),
-                  "p90_s": float(np.percentile(a, 90)), "max_s": float(a.max())} if a.size else {"count": 0})
-        per_rank[str(rank)] = {**stats, "retries": got["retries"], "ids_sha1": got["ids_sha1"]}
-    profile = {"backend": module.opts.distributed_retriever, "ranks": per_rank}
-    (out / "retrieval_profile.json").write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
+    per_rank = {str(rank): {**_time_stats(got["times"]), "seconds": got["times"], "retries": got["retries"],
+                            "ids_sha1": got["ids_sha1"]} for rank, got in enumerate(gathered)}
+    calls = min(len(got["times"]) for got in gathered)
+    critical = np.max([got["times"][:calls] for got in gathered], axis=0) if calls else np.zeros(0)
+    profile = {"backend": module.opts.distributed_retriever, "critical": _time_stats(critical),
+               "ranks": per_rank}
+    atomic_write_text(out / "retrieval_profile.json", json.dumps(profile, indent=2) + "\n")
     for rank, s in per_rank.items():
         if s["count"]:
             log.info("retrieval profile rank %s: %d calls, mean %.4f s, p50 %.4f s, p90 %.4f s, max %.4f s",
                      rank, s["count"], s["mean_s"], s["p50_s"], s["p90_s"], s["max_s"])
+
+
+def _time_stats(seconds) -> dict:
+    """count, mean_s, p50_s, p90_s, max_s of call times (count 0 alone when there are none)."""
+    import numpy as np
+
+    a = np.asarray(seconds, dtype=np.float64)
+    if not a.size:
+        return {"count": 0}
+    return {"count": int(a.size), "mean_s": float(a.mean()), "p50_s": float(np.percentile(a, 50)),
+            "p90_s": float(np.percentile(a, 90)), "max_s": float(a.max()), "total_s": float(a.sum())}
