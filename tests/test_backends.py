@@ -121,6 +121,30 @@ def test_specs_travel_as_json_and_search_settings_are_not_left_behind(tie_kb):
     assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, threads)
 
 
+@pytest.mark.parametrize("backend", ["local", "pytorch"])
+def test_the_service_verifies_checksums_once_and_its_clients_check_sizes(tmp_path, backend):
+    """The driver's service hashes the files; a client made from its spec checks sizes only, so W ranks do not hash
+    the index W times; a spec made by hand (no service) still verifies; a corrupted file stops the service."""
+    from rayrag.errors import RayragError
+    from rayrag.retrieval.options import RetrievalOptions
+    from rayrag.retrieval.service import load_spec, open_service
+
+    kb = tmp_path / "kb"
+    build_tie_kb(kb)
+    spec = open_service(RetrievalOptions(kb=kb, backend=backend)).spec
+    assert spec.verified is True and load_spec(spec.to_json()).verified is True
+    index = kb / "index.faiss"
+    data = bytearray(index.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    index.write_bytes(bytes(data))
+    spec.connect().close()  # sizes only: the service verified it
+    unverified = load_spec(spec.to_json().replace('"verified": true', '"verified": false'))
+    with pytest.raises(RayragError, match="index.faiss: checksum differs from the manifest"):
+        unverified.connect()
+    with pytest.raises(RayragError, match="index.faiss: checksum differs from the manifest"):
+        open_service(RetrievalOptions(kb=kb, backend=backend))
+
+
 def test_bad_backend_and_spec_name_the_fix(tie_kb):
     from rayrag.errors import RayragError
     from rayrag.retrieval.options import RetrievalOptions

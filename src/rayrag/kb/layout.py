@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
-from rayrag.kb.manifest import INDEX_FILE, MANIFEST, PASSAGES_DIR, Manifest
+from rayrag.kb.manifest import INDEX_FILE, MANIFEST, PASSAGES_DIR, Manifest, verify_files
 
 PAIR_FLAGS = ("--passages_path", "--index_path")
 
@@ -44,11 +44,12 @@ class KbLocation:
             return self.kb, self.index_path
         return str(Path(self.kb) / PASSAGES_DIR), str(Path(self.kb) / INDEX_FILE)
 
-    def check(self) -> KbLocation:
-        """A cheap look, for the driver before it hands the location out: the manifest (rayrag) or the two files
-        (Hugging Face) are there. Opening (`KnowledgeBase`) checks the rest. Returns self."""
+    def verify(self) -> KbLocation:
+        """The driver's check, once, before it hands the location out: rayrag's manifest and every file's size
+        and sha256 (its clients then check sizes only), or that the Hugging Face layout's two files are there
+        (it records no checksums; opening it checks rows and sizes). Returns self."""
         if self.index_path is None:
-            Manifest.read(Path(self.kb))
+            verify_files(Path(self.kb), Manifest.read(Path(self.kb)), checksums=True)
         else:
             from rayrag.kb.reference import check_files
 

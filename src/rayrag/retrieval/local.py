@@ -27,6 +27,9 @@ class LocalSpec:
     threads: int = 0
     """FAISS threads of the searching thread (0: this machine's cores divided among the job's processes on it,
     so that W ranks searching at once do not run W times as many threads as there are cores)."""
+    verified: bool = False
+    """The service that made this spec verified the files' checksums, so each client checks sizes only (W ranks
+    do not hash the whole index W times)."""
     backend: str = "local"
 
     def connect(self) -> LocalClient:
@@ -47,7 +50,7 @@ class LocalClient:
     def __init__(self, spec: LocalSpec):
         from rayrag.distributed import cores, ranks_on_this_node
 
-        self.kb = KnowledgeBase(spec.kb, index_path=spec.index_path)
+        self.kb = KnowledgeBase(spec.kb, index_path=spec.index_path, verify_checksums=not spec.verified)
         threads = spec.threads or max(1, cores() // ranks_on_this_node())
         self.settings = _search.settings_named(spec.settings, threads)
         self.dim = self.kb.dim
@@ -70,11 +73,11 @@ class LocalClient:
 
 
 class LocalService:
-    """Nothing outlives a process; opening checks that the knowledge base is one."""
+    """Nothing outlives a process; opening verifies the knowledge base once, for every client."""
 
     def __init__(self, opts: RetrievalOptions):
-        kb = resolve(opts.kb, opts.index_path).check()
-        self.spec = LocalSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast")
+        kb = resolve(opts.kb, opts.index_path).verify()
+        self.spec = LocalSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast", verified=True)
 
     def close(self) -> None:
         pass

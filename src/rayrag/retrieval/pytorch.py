@@ -45,6 +45,8 @@ class TorchSpec:
     """How rank 0 searches: fast (one BLAS call for every rank's queries) or reference (the reference's
     retriever: FAISS calls of 8 queries, FAISS's defaults)."""
     timeout_s: float = 1800.0
+    verified: bool = False
+    """The service that made this spec verified the files' checksums; rank 0 then checks sizes only."""
     backend: str = "pytorch"
 
     def connect(self) -> TorchDistributedClient:
@@ -56,11 +58,11 @@ class TorchSpec:
 
 
 class TorchService:
-    """Nothing outlives a process: the group is made by the clients. Opening checks the knowledge base."""
+    """Nothing outlives a process: the group is made by the clients. Opening verifies the knowledge base once."""
 
     def __init__(self, opts: RetrievalOptions):
-        kb = resolve(opts.kb, opts.index_path).check()
-        self.spec = TorchSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast")
+        kb = resolve(opts.kb, opts.index_path).verify()
+        self.spec = TorchSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast", verified=True)
 
     def close(self) -> None:
         pass
@@ -86,9 +88,9 @@ class TorchDistributedClient:
             self.group = dist.new_group(backend="gloo", timeout=timedelta(seconds=spec.timeout_s))
             self.rank, self.world = dist.get_rank(self.group), dist.get_world_size(self.group)
             self.server = dist.get_global_rank(self.group, 0)
-        # Only rank 0 maps the index; rank 0 checks the checksums once for everybody.
+        # Only rank 0 maps the index; checksums are checked once for everybody: by the service, or else by rank 0.
         self.kb = KnowledgeBase(spec.kb, index_path=spec.index_path, load_index=self.rank == 0,
-                                verify_checksums=self.rank == 0)
+                                verify_checksums=self.rank == 0 and not spec.verified)
         self.dim = self.kb.dim
         self.n_passages = len(self.kb)
         log.info("pytorch retrieval: rank %d of %d%s", self.rank, self.world,

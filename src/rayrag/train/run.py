@@ -101,7 +101,6 @@ def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
 def train(opts: TrainOptions) -> dict:
     """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}."""
     from rayrag.config import write_config
-    from rayrag.distributed import is_first_process
 
     opts.validate()
     opts = opts.resolved()
