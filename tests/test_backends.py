@@ -219,6 +219,43 @@ def test_ray_pool_matches_local(tie_kb, ray_local, policy):
 
 
 @pytest.mark.slow
+def test_ray_clients_read_texts_themselves_only_from_the_pools_own_passages(tie_kb, ray_local, tmp_path):
+    """lookup client: the actor sends scores, ids and vectors, the client reads titles and texts itself;
+    actor: the actor sends everything; both equal local. A client whose path holds other passages than the
+    actors opened is refused under `client` and falls back to the actors under `auto`."""
+    from dataclasses import replace
+
+    from rayrag.errors import RetrievalError
+    from rayrag.kb.build import write_knowledge_base
+
+    kb, vectors = tie_kb
+    want = local(kb)
+    q = tie_queries(vectors, 8, 3)
+    service = ray_service(kb, 1, lookup="client")
+    try:
+        for lookup, reads in [("client", True), ("actor", False), ("auto", True)]:
+            client = replace(service.spec, pool={**service.spec.pool, "lookup": lookup}).connect()
+            assert (client.reader is not None) is reads
+            _same(client.retrieve(q, K), want.retrieve(q, K))
+            client.close()
+        other = tmp_path / "other"  # the same vectors under other texts
+        n = len(vectors)
+        write_knowledge_base(other, [f"t{i}" for i in range(n)], [f"other {i}" for i in range(n)], vectors,
+                             encoder="test-vectors")
+        moved = replace(service.spec, kb=str(other))
+        with pytest.raises(RetrievalError, match="--pool.lookup client: the passages at .* differ"):
+            replace(moved, pool={**moved.pool, "lookup": "client"}).connect()
+        with pytest.raises(RetrievalError, match="is not on this node.*--pool.lookup actor"):
+            replace(moved, kb=str(tmp_path / "nowhere"), pool={**moved.pool, "lookup": "client"}).connect()
+        client = replace(moved, pool={**moved.pool, "lookup": "auto"}).connect()
+        assert client.reader is None
+        _same(client.retrieve(q, K), want.retrieve(q, K))  # the actors' passages, not the other directory's
+        client.close()
+    finally:
+        service.close()
+
+
+@pytest.mark.slow
 def test_concurrent_calls_from_many_threads(tie_kb, ray_local):
     """Four client threads pinned to one actor at once: every call gets its own exact rows back
     (merged searches are split correctly)."""
@@ -452,7 +489,7 @@ def test_coalescer_merges_requests_that_wait_together():
 
 def test_coalescer_window_merges_requests_that_arrive_within_it():
     """With a window, a request that arrives while the first waits joins its search; a lone request still runs,
-    after the window."""
+    after the window; once as many wait as the largest recent search merged, the search starts at once."""
     from rayrag.retrieval.ray.coalesce import Coalescer
 
     batches: list[list[int]] = []
@@ -475,6 +512,16 @@ def test_coalescer_window_merges_requests_that_arrive_within_it():
     assert time.monotonic() - t0 >= 2.0  # the searcher waited the window out
     t0 = time.monotonic()
     assert c.submit("k", 3) == 103 and batches[-1] == [3] and 2.0 <= time.monotonic() - t0 < 20
+    assert 4.0 <= c.stats.waited_s < 40 and c.stats.busy_s < c.stats.waited_s  # two windows waited out
+    # Two at once again, as many as the largest recent search: it starts when both are there, not after 2 s.
+    t0 = time.monotonic()
+    pair = [threading.Thread(target=lambda p=p: results.update({p: c.submit("k", p)})) for p in (5, 6)]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join(timeout=30)
+    assert results[5] == 105 and results[6] == 106 and sorted(batches[-1]) == [5, 6]
+    assert time.monotonic() - t0 < 1.5
     c.close()
 
 

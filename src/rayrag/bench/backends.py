@@ -36,19 +36,17 @@ def index_memory(spec: BackendSpec, client: RetrievalClient, rank: int, pss_befo
                  probe_kb: Path | None) -> dict:
     """This rank's share of the index memory: {"pids", "growth_bytes", "index_file", "passages_files"}.
 
-    local: every rank holds its own (memory-mapped) knowledge base, measured before and after it
-    opened it; pytorch, pytorch-hf: rank 0 alone. ray: rank 0 reports the actors. Their PSS before the index
-    was loaded cannot be read (an actor loads it as it starts), so it is taken from a probe: one
-    more actor of the same pool policy over a knowledge base of `probe_kb` (a few vectors), after
-    one call, measured at the same moment, so it shares libraries with the same processes.
+    Every rank reports its own growth since before it connected: its own memory-mapped knowledge base
+    (local), the passages it reads itself (pytorch's ranks, ray clients that read titles and texts), or
+    little. ray: rank 0 adds the actors. Their PSS before the index was loaded cannot be read (an actor
+    loads it as it starts), so it is taken from a probe: one more actor of the same pool policy over a
+    knowledge base of `probe_kb` (a few vectors), after one call, measured at the same moment, so it
+    shares libraries with the same processes.
     """
-    if spec.architecture != "local" and rank != 0:
-        return {"pids": [], "growth_bytes": 0, "index_file": 0, "passages_files": 0}
-    if spec.architecture in ("local", "pytorch"):
-        pids = [os.getpid()]
-        growth = memory.pss() - pss_before
-    else:
-        pids, growth = _actor_growth(client, probe_kb)
+    pids, growth = [os.getpid()], memory.pss() - pss_before
+    if spec.architecture == "ray" and rank == 0:
+        actor_pids, actor_growth = _actor_growth(client, probe_kb)
+        pids, growth = pids + actor_pids, growth + actor_growth
     return {"pids": pids, "growth_bytes": growth, **memory.kb_file_pss(pids, kb_dir)}
 
 

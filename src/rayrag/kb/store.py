@@ -145,14 +145,28 @@ class KnowledgeBase:
                 out[i] = value
         return out
 
-    def passages(self, ids: np.ndarray) -> Passages:
-        """Vectors, titles and texts of the passages `ids` (B, k)."""
+    def texts(self, ids: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
+        """Titles and texts [B][k] of the passages `ids` (B, k): the look-up that needs no index."""
         ids = np.asarray(ids, dtype=np.int64)
         titles, texts = self._strings("title", ids.ravel()), self._strings("text", ids.ravel())
         b, k = ids.shape
-        return Passages(ids=ids, vectors=self.vectors(ids),
-                        titles=[titles[i * k:(i + 1) * k] for i in range(b)],
-                        texts=[texts[i * k:(i + 1) * k] for i in range(b)])
+        return [titles[i * k:(i + 1) * k] for i in range(b)], [texts[i * k:(i + 1) * k] for i in range(b)]
+
+    def fingerprint(self) -> str:
+        """A short digest of the passage count, vector size and a few passages (first, middle, last): two
+        processes that compute the same one read the same passages, whatever path or node they read them on."""
+        import hashlib
+
+        n = len(self)
+        titles, texts = self.texts(np.array([[0, n // 2, n - 1]], dtype=np.int64))
+        text = "\x1f".join([str(n), str(self.dim), *titles[0], *texts[0]])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def passages(self, ids: np.ndarray) -> Passages:
+        """Vectors, titles and texts of the passages `ids` (B, k)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        titles, texts = self.texts(ids)
+        return Passages(ids=ids, vectors=self.vectors(ids), titles=titles, texts=texts)
 
     def exact_search(self, queries: np.ndarray, k: int, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force search over the stored vectors; the fallback when an index returns too few hits."""

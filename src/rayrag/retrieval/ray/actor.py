@@ -1,9 +1,10 @@
 """`RetrievalActor`: one Ray actor that serves whole retrieval calls from one knowledge base.
 
 It opens the knowledge base with the FAISS index memory-mapped (rayrag policy: the actors of a node
-share its pages; reference policy: a private copy each), answers a call (ids, scores, vectors,
-titles, texts) in one round trip, and hands concurrent calls to one searcher thread that merges
-those waiting together (`coalesce.Coalescer`).
+share its pages; reference policy: a private copy each), answers a call in one
+round trip (`retrieve`: ids, scores, vectors, titles, texts; `nearest`: the same without titles and texts,
+which the client then reads from its own memory map of the passages), and hands concurrent calls to one
+searcher thread that merges those waiting together (`coalesce.Coalescer`).
 
 Fault injection for tests (unset in normal use): the pool passes the directory named by
 RAYRAG_ACTOR_HOLD_DIR in the creating process's environment; while `DIR/hold-I` exists, actor I
@@ -46,21 +47,24 @@ class RetrievalActor:
         self.load_seconds = time.perf_counter() - t0
 
     def ready(self) -> dict:
-        """Facts about this actor: pid, node, index size, threads, load time."""
+        """Facts about this actor: pid, node, index size, threads, load time, the passages' fingerprint."""
         import ray
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "dim": self.kb.dim,
-                "n_passages": len(self.kb), "threads": self.threads, "load_seconds": self.load_seconds}
+                "n_passages": len(self.kb), "threads": self.threads, "load_seconds": self.load_seconds,
+                "fingerprint": self.kb.fingerprint()}
 
     def pid(self) -> int:
         return os.getpid()
 
     def stats(self) -> dict:
-        """Calls served; with coalescing, how many searches ran and their sizes (in requests)."""
+        """Calls served; with coalescing, how many searches ran, their sizes (in requests), the seconds spent
+        searching and the seconds requests waited before their search started."""
         if self.coalescer is None:
             return {"calls": self.calls}
         s = self.coalescer.stats  # counted under the coalescer's lock: calls arrive on many threads
-        return {"calls": s.requests, "searches": s.batches, "largest": s.largest, "sizes": dict(s.sizes)}
+        return {"calls": s.requests, "searches": s.batches, "largest": s.largest, "sizes": dict(s.sizes),
+                "busy_s": s.busy_s, "waited_s": s.waited_s}
 
     def _run_batch(self, key: tuple[str, int], payloads: list[np.ndarray]) -> list:
         from rayrag.retrieval import search as _search
@@ -70,9 +74,12 @@ class RetrievalActor:
             return [self.kb.passages(ids) for ids in payloads]
         queries = np.concatenate(payloads, axis=0) if len(payloads) > 1 else payloads[0]
         bounds = np.cumsum([0] + [len(p) for p in payloads])
-        if kind == "search":
+        if kind in ("search", "nearest"):
             scores, ids = _search.search(self.kb, queries, k, self.settings)
-            return [(scores[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            if kind == "search":
+                return [(scores[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            vectors = self.kb.vectors(ids)
+            return [(scores[a:b], ids[a:b], vectors[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         r = _search.retrieve(self.kb, queries, k, self.settings)
         return [r.rows(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -99,6 +106,11 @@ class RetrievalActor:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores (B, k) float32 and ids (B, k) int64 only."""
         return self._call("search", queries, k)
+
+    def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores (B, k), ids (B, k) and vectors (B, k, d): a retrieval call whose client reads the titles
+        and texts itself (the reference's split, and what keeps the look-ups of W ranks off the searcher)."""
+        return self._call("nearest", queries, k)
 
     def passages(self, ids: np.ndarray, k: int = 0):
         """Vectors, titles and texts of the passages `ids` (B, k) int64."""

@@ -2,9 +2,10 @@
 random actor, timeouts, retries).
 
 It finds the actors by name (never creates or kills them), calls this process's own actor (rank mod
-M; a random one under the reference policy), bounds every wait with a timeout, and re-sends a failed
-or hung call to another actor (retrieval is read-only, so at-least-once is safe) before giving up
-with a `RetrievalError`.
+M; a random one under the reference policy), reads the titles and texts of the answers from its own
+memory map of the passages where it can (`PoolConfig.lookup`), bounds every wait with a timeout, and
+re-sends a failed or hung call to another actor (retrieval is read-only, so at-least-once is safe)
+before giving up with a `RetrievalError`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from rayrag.errors import RetrievalError
-from rayrag.kb.store import Passages, check_k
+from rayrag.kb.store import KnowledgeBase, Passages, check_k
 from rayrag.retrieval.base import Retrieved
 from rayrag.retrieval.ray.connect import connect
 from rayrag.retrieval.ray.pool import RayPool, actor_error, actor_name
@@ -78,6 +80,33 @@ class RayClient:
         self.suspect_until = [0.0] * spec.size
         self.retries = 0
         self.closed = False
+        try:
+            self.reader = self._open_reader()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_reader(self) -> KnowledgeBase | None:
+        """The passages, opened here without the index, when this client reads titles and texts itself
+        (`PoolConfig.lookup`); None when the actors return them. The passages must be the pool's: same
+        fingerprint (count, vector size, a few passages), wherever the path leads on this node."""
+        mode = self.config.lookup
+        if mode == "actor":
+            return None
+        fix = "give every node the knowledge base at the same path (shared storage), or --pool.lookup actor"
+        why = ""
+        if not Path(self.spec.kb).is_dir():
+            why = f"the knowledge base {self.spec.kb} is not on this node"
+        else:
+            reader = KnowledgeBase(self.spec.kb, index_path=self.spec.index_path, verify_checksums=False,
+                                   load_index=False)
+            if reader.fingerprint() == self.pool.info.get("fingerprint"):
+                return reader
+            why = f"the passages at {self.spec.kb} on this node differ from those the pool's actors opened"
+        if mode == "client":
+            raise RetrievalError(f"--pool.lookup client: {why}; {fix}")
+        log.info("ray client rank %d: %s, so the actors return titles and texts too", self.rank, why)
+        return None
 
     def _order(self) -> list[int]:
         """Actors to try, best first. rayrag: this rank's own actor (rank mod M), so with W <= M trainers
@@ -140,7 +169,12 @@ class RayClient:
         return self._call("search", np.ascontiguousarray(queries, dtype=np.float32), k)
 
     def retrieve(self, queries: np.ndarray, k: int) -> Retrieved:
-        return self._call("retrieve", np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.reader is None:
+            return self._call("retrieve", queries, k)
+        scores, ids, vectors = self._call("nearest", queries, k)
+        titles, texts = self.reader.texts(ids)
+        return Retrieved(scores, ids, vectors, titles, texts)
 
     def passages(self, ids: np.ndarray) -> Passages:
         return self._call("passages", np.ascontiguousarray(ids, dtype=np.int64), 0)
@@ -151,5 +185,6 @@ class RayClient:
     def close(self) -> None:
         """Drop the handles and disconnect if this client connected (idempotent); the actors stay."""
         self.closed = True
+        self.reader = None
         self.pool.actors = []
         self.connection.close()

@@ -12,6 +12,9 @@ POLICIES = ("rayrag", "reference")
 """rayrag: pinned actors, one shared index copy, merged calls; reference: the reference's pool (random actor,
 a private index copy per actor, serial actors, the reference's search settings)."""
 
+LOOKUPS = ("auto", "client", "actor")
+"""Values of `PoolConfig.lookup`."""
+
 
 @dataclass
 class PoolConfig:
@@ -42,10 +45,17 @@ class PoolConfig:
     """Concurrent calls an actor accepts (rayrag policy); they are merged into shared searches."""
     coalesce_window_s: float = 0.005
     """How long an actor's searcher waits, after the first request of a search arrives, for more requests
-    to search with it in one BLAS call (0: search at once; requests that arrive meanwhile still join the
-    next search). Trainers in lockstep reach the pool within a few ms of each other; measured at W=4 over
+    to search with it in one BLAS call, or less once as many requests wait as its recent searches merged
+    (0: search at once; requests that arrive meanwhile still join the next search). Trainers in lockstep reach the pool within a few ms of each other; measured at W=4 over
     200k x 768: 0 s merged a third of the requests (0.27 s per step), 5 ms all (0.15-0.17 s), 20 ms all
     but waited longer (0.19-0.23 s)."""
+    lookup: str = "auto"
+    """Who reads a retrieval call's titles and texts. client: the actor searches and returns scores, ids and
+    vectors, and each client reads its own passages from its memory map of the knowledge base (as the
+    reference's Ray retriever does), so the W ranks' look-ups run side by side instead of one after another
+    on the actor's searcher thread; actor: the actor returns everything (for trainers on nodes that cannot
+    read the knowledge base's files); auto: client where the knowledge base's directory exists on the
+    client's node, else actor. Measured at W=4 over 200k x 768: see docs/BENCHMARKS.md."""
 
     def validate(self, flag_prefix: str = "--pool.") -> None:
         """Range-check every field; raise `RayragError` naming the flag (`flag_prefix` + field name)."""
@@ -53,6 +63,8 @@ class PoolConfig:
         least = {"max_attempts": "0 (2 * M + 2)", "retry_backoff_s": "0", "suspect_s": "0",
                  "max_restarts": "-1 (no limit)", "num_cpus": "0", "faiss_threads": "0 (pick)", "max_concurrency": "1",
                  "coalesce_window_s": "0"}
+        if self.lookup not in LOOKUPS:
+            raise RayragError(f"{flag_prefix}lookup {self.lookup!r}: choose one of {', '.join(LOOKUPS)}")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise RayragError(f"{flag_prefix}{name} {getattr(self, name)}: must be positive")
