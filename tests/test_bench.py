@@ -79,7 +79,7 @@ def test_bench_writes_every_file_with_one_row_per_backend_and_worker_count(bench
     assert heads[1] == f"| seconds per retrieval call (rank 0; median of {ROUNDS} rounds) | 1 worker | 2 workers |"
     for head in heads[:2]:  # one line per backend (+ the floor and the bound under the headline)
         block = md.split(head, 1)[1].split("\n\n", 1)[0]
-        assert sum(line.startswith("| ") for line in block.splitlines()) == len(BACKENDS) + 2 * (head == heads[0])
+        assert sum(line.startswith("| ") for line in block.splitlines()) == len(BACKENDS) + 3 * (head == heads[0])
     assert "Load average (1 / 5 / 15 min): " in md and f"{ROUNDS} round(s), interleaved" in md
     with open(out / "results.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -166,7 +166,7 @@ def test_bench_floor_at_every_worker_count_with_its_bounds_and_validity(bench_ou
     for w, f in floors.items():
         assert {"valid", "search_s", "gemm_bound_s", "stream_s", "bound_s", "beaten_by"} <= set(f)
         assert f["queries"] == w * BATCH and f["omp_wait_policy"] == "PASSIVE"
-        assert f["stream_s"] > 0 and f["retrieve_s"] > 0 and f["gemm"]["flops_per_s"] > 0
+        assert f["stream_s"] > 0 and f["retrieve_s"] > 0 and f["cadence_s"] > 0 and f["gemm"]["flops_per_s"] > 0
         assert f["gemm_flops"] == 2 * 2000 * 32 * w * BATCH
         assert f["gemm_bound_s"] == f["gemm_flops"] / f["gemm"]["flops_per_s"]
         assert f["bound_s"] == max(f["gemm_bound_s"], f["stream_s"])

@@ -36,14 +36,19 @@ def index_memory(spec: BackendSpec, client: RetrievalClient, rank: int, pss_befo
                  probe_kb: Path | None) -> dict:
     """This rank's share of the index memory: {"pids", "growth_bytes", "index_file", "passages_files"}.
 
-    Every rank reports its own growth since before it connected: its own memory-mapped knowledge base
-    (local), the passages it reads itself (pytorch's ranks, ray clients that read titles and texts), or
-    little. ray: rank 0 adds the actors. Their PSS before the index was loaded cannot be read (an actor
-    loads it as it starts), so it is taken from a probe: one more actor of the same pool policy over a
-    knowledge base of `probe_kb` (a few vectors), after one call, measured at the same moment, so it
-    shares libraries with the same processes.
+    A process that holds the index (every `local` rank, `pytorch`'s rank 0) reports its growth since
+    before it connected; every other rank reports the knowledge base's pages it maps to read passages
+    itself (`pytorch`'s other ranks, ray clients that read titles and texts), not the rest of its growth
+    (a Ray client's connection, gloo's buffers). ray: rank 0 adds the actors. Their PSS before the index
+    was loaded cannot be read (an actor loads it as it starts), so it is taken from a probe: one more
+    actor of the same pool policy over a knowledge base of `probe_kb` (a few vectors), after one call,
+    measured at the same moment, so it shares libraries with the same processes.
     """
-    pids, growth = [os.getpid()], memory.pss() - pss_before
+    pids = [os.getpid()]
+    if spec.architecture == "local" or (spec.architecture == "pytorch" and rank == 0):
+        growth = memory.pss() - pss_before
+    else:
+        growth = sum(memory.kb_file_pss(pids, kb_dir).values())
     if spec.architecture == "ray" and rank == 0:
         actor_pids, actor_growth = _actor_growth(client, probe_kb)
         pids, growth = pids + actor_pids, growth + actor_growth

@@ -8,6 +8,11 @@ is set before FAISS loads, so idle threads do not spin on the cores the search n
   best setting's median over the repeats (each trial records its minimum too). This is the floor.
 - `retrieve_s`: rayrag's full retrieval call (search, exact re-ranking, passage vectors and texts) for
   the same queries with the best setting.
+- `cadence_s`: the best setting's search again, each repeat after `step_time` seconds idle, as a training
+  step calls it. Not a bound the report checks rows against, an explanation: on these machines a search
+  that follows an idle gap is slower than one that follows another search (measured in one quiet process
+  over 200k x 768: 0.145-0.164 s after 0.3 s idle, 0.112-0.126 s back to back), and every backend's
+  calls follow a step's compute.
 - `gemm_bound_s`: the N·d·W·B·2 flops of the exact scores at the machine's float32 GEMM rate (the best
   of repeated numpy products of a fixed 1024 x 768 x 8192 size, near the BLAS's peak);
   `stream_s`: one read of the index's bytes from RAM; `bound_s` = the larger. No exact search can beat
@@ -39,10 +44,11 @@ OMP_WAIT_POLICY = "PASSIVE"
 """The OpenMP wait policy of the floor's process."""
 
 
-def _seconds(fn, repeats: int) -> list[float]:
+def _seconds(fn, repeats: int, idle_s: float = 0.0) -> list[float]:
     fn()  # untimed: maps pages, warms caches
     times = []
     for _ in range(repeats):
+        time.sleep(idle_s)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -109,10 +115,10 @@ def _search_trials(kb, q: np.ndarray, k: int, repeats: int, thresholds: list[int
 
 
 def measure_floors(kb_dir: Path, *, workers: list[int], batch_size: int, k: int, seed: int, clusters: int,
-                   repeats: int, index_type: str) -> dict[int, dict]:
+                   repeats: int, index_type: str, step_time: float = 0.0) -> dict[int, dict]:
     """The floor at each worker count in `workers`, measured in this process (see the module doc).
 
-    Returns {W: {"workers", "queries", "search_s", "min_s", "settings", "retrieve_s", "gemm_flops",
+    Returns {W: {"workers", "queries", "search_s", "min_s", "settings", "retrieve_s", "cadence_s", "gemm_flops",
     "gemm_bound_s", "stream_s", "bound_s", "trials", and what all share: "gemm", "index_bytes",
     "n_passages", "dim", "index_type", "exact", "omp_wait_policy", "faiss_default_blas_threshold"}}."""
     from rayrag.kb.store import KnowledgeBase
@@ -136,11 +142,14 @@ def measure_floors(kb_dir: Path, *, workers: list[int], batch_size: int, k: int,
         best = min(trials, key=lambda t: t["search_s"])
         settings = search_mod.SearchSettings(blas_threshold=best["blas_threshold"], threads=best["threads"])
         retrieve_s = statistics.median(_seconds(lambda: search_mod.retrieve(kb, q, k, settings), repeats))
+        with settings.applied():
+            cadence_s = statistics.median(_seconds(lambda: kb.index.search(q, min(len(kb), k + search_mod.TIE_MARGIN)),
+                                                   repeats, idle_s=step_time))
         flops = 2 * len(kb) * kb.dim * len(q)
         gemm_bound_s = flops / gemm["flops_per_s"] if exact else None
         floors[w] = {**shared, "workers": w, "queries": len(q), "search_s": best["search_s"], "min_s": best["min_s"],
                      "settings": {"threads": best["threads"], "blas_threshold": best["blas_threshold"]},
-                     "retrieve_s": retrieve_s, "gemm_flops": flops, "gemm_bound_s": gemm_bound_s,
+                     "retrieve_s": retrieve_s, "cadence_s": cadence_s, "gemm_flops": flops, "gemm_bound_s": gemm_bound_s,
                      "stream_s": stream_s, "bound_s": max(gemm_bound_s, stream_s) if exact else None,
                      "trials": trials}
     return floors

@@ -236,6 +236,8 @@ def _critical_section(workers, backends, cell, broken, floors: dict[int, dict], 
     if floors:
         lines.append("| floor: the step's W×B queries in one process, best threads | "
                      + " | ".join(floor_cell(w) for w in workers) + " |")
+        lines.append("| the floor's search after a step's idle (--step_time) | "
+                     + " | ".join(_sec(floors.get(w, {}).get("cadence_s")) for w in workers) + " |")
         lines.append("| bound: max(GEMM at the machine's rate, one read of the index) | "
                      + " | ".join(_sec(floors.get(w, {}).get("bound_s")) for w in workers) + " |")
     lines += ["", "Critical path: for each timed step, the longest retrieval call of any rank (in DDP every rank "
@@ -268,17 +270,20 @@ def _floor_section(floors: dict[int, dict]) -> list[str]:
     floor = floors[max(floors)]
     lines = ["## Floor and bounds", "",
              "| workers | queries | floor: search s | its min s | threads | BLAS threshold | full retrieve s | "
-             "GEMM bound s | one read of the index s | bound s | valid |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "search after a step's idle s | GEMM bound s | one read of the index s | bound s | valid |",
+             "|---" * 12 + "|"]
     for w, f in sorted(floors.items()):
         valid = "yes" if f["valid"] else f"no: {', '.join(f['beaten_by'])} beat it"
         lines.append(f"| {w} | {f['queries']} | {_sec(f['search_s'])} | {_sec(f['min_s'])} | "
                      f"{f['settings']['threads']} | {f['settings']['blas_threshold']} | {_sec(f['retrieve_s'])} | "
-                     f"{_sec(f['gemm_bound_s'])} | {_sec(f['stream_s'])} | {_sec(f['bound_s'])} | {valid} |")
+                     f"{_sec(f.get('cadence_s'))} | {_sec(f['gemm_bound_s'])} | {_sec(f['stream_s'])} | {_sec(f['bound_s'])} | {valid} |")
     g, threads = floor["gemm"], max(t["threads"] for t in floor["trials"])
     return lines + ["", f"Floor: one step's W×B queries searched in one process with the FAISS index alone "
                     f"(OMP_WAIT_POLICY={floor['omp_wait_policy']}), best of 1..{threads} FAISS threads "
-                    "(BLAS threshold 1; at the largest W also FAISS's default), median of the repeats."
+                    "(BLAS threshold 1; at the largest W also FAISS's default), median of the repeats. Search "
+                    "after a step's idle: the floor's search again, each repeat after --step_time seconds idle as "
+                    "a step's call comes after its compute (slower here than back to back: an explanation of "
+                    "the rows, not a bound they are checked against)."
                     f" GEMM bound: N·d·W·B·2 flops at {g['flops_per_s'] / 1e9:.1f} GFLOP/s (the fastest "
                     f"float32 {g['m']}×{g['k']}×{g['n']} product here). Bound = the larger of it and one read of the "
                     "index from RAM" + ("." if floor["exact"] else "; neither bounds an approximate index (–)."), ""]

@@ -202,11 +202,13 @@ def run_benchmark(opts: BenchOptions, command: str | None = None, progress: bool
         print(f"index: {kb_dir} ({'built now' if built else 'reused'}, {kb_bytes / 2**20:,.0f} MiB)", flush=True)
     floors = floor_mod.measure_floors_passive(kb_dir, workers=workers, batch_size=opts.batch_size, k=opts.n_docs,
                                               seed=opts.seed, clusters=opts.n_clusters(),
-                                              repeats=opts.floor_repeats, index_type=opts.index_type)
+                                              repeats=opts.floor_repeats, index_type=opts.index_type,
+                                              step_time=opts.step_time)
     if progress:
         for w, f in floors.items():
             bound = "n/a" if f["bound_s"] is None else f"{f['bound_s']:.4f} s"
-            print(f"floor, {w} workers: search {f['search_s']:.4f} s ({f['settings']}), bound {bound}", flush=True)
+            print(f"floor, {w} workers: search {f['search_s']:.4f} s ({f['settings']}; "
+                  f"{f['cadence_s']:.4f} s after {opts.step_time:g} s idle), bound {bound}", flush=True)
     runs = _run_all(opts, specs, workers, kb_dir, probe_kb, progress)
     _check_ids(runs, kb_dir, opts)
     rows = [report.make_row(spec, w, runs.rounds[(spec.label, w)], index_bytes=kb_bytes)
