@@ -527,7 +527,7 @@ def test_coalescer_window_merges_requests_that_arrive_within_it():
 
 def test_unreachable_ray_address_fails_fast_with_the_fix():
     port = free_port()  # nothing listens there
-    code = ("from rayrag.retrieval.ray.connect import connect\n"
+    code = ("from rayrag.ray_connect import connect\n"
             f"connect('127.0.0.1:{port}', namespace='rayrag')")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)

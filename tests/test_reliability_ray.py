@@ -311,7 +311,7 @@ def test_hung_actor_times_out_and_another_serves(corpus_dir, tiny_rag, tmp_path,
 CREATOR = """
 import sys
 from rayrag.retrieval.ray.config import NAMESPACE
-from rayrag.retrieval.ray.connect import connect
+from rayrag.ray_connect import connect
 from rayrag.retrieval.ray.pool import RayPool
 conn = connect(None, namespace=NAMESPACE)
 print(conn.address, flush=True)

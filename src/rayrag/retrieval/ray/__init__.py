@@ -5,5 +5,6 @@
     pool.py      RayPool: the M actors of one job, created once by the service, found by name by clients
     service.py   RayService: what the job's driver opens (joins or starts Ray, owns the pool)
     client.py    RaySpec (how a process finds the pool) and RayClient: pinned actor, timeouts, retries
-    connect.py   start or join Ray (token authentication)
+
+Starting or joining Ray is `rayrag.ray_connect`, shared with the benchmark, `tune` and `index --ray`.
 """

@@ -23,7 +23,7 @@ import numpy as np
 from rayrag.errors import RetrievalError
 from rayrag.kb.store import KnowledgeBase, Passages, check_k
 from rayrag.retrieval.base import Retrieved
-from rayrag.retrieval.ray.connect import connect
+from rayrag.ray_connect import connect
 from rayrag.retrieval.ray.pool import RayPool, actor_error, actor_name
 from rayrag.retrieval.ray.config import NAMESPACE, PoolConfig
 

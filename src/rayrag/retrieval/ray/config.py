@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rayrag.errors import RayragError
+from rayrag.ray_connect import NAMESPACE  # noqa: F401  (the Ray namespace of rayrag's named actors)
 
-NAMESPACE = "rayrag"
-"""Ray namespace of the pools' named actors."""
 POLICIES = ("rayrag", "reference")
 """rayrag: pinned actors, one shared index copy, merged calls; reference: the reference's pool (random actor,
 a private index copy per actor, serial actors, the reference's search settings)."""

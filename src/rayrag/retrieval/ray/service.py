@@ -9,7 +9,7 @@ from rayrag.kb.layout import resolve
 from rayrag.retrieval.options import RetrievalOptions
 from rayrag.retrieval.ray.client import RaySpec
 from rayrag.retrieval.ray.config import NAMESPACE
-from rayrag.retrieval.ray.connect import connect
+from rayrag.ray_connect import connect
 
 
 

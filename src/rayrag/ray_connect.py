@@ -22,6 +22,9 @@ from pathlib import Path
 
 from rayrag.errors import RetrievalError
 
+NAMESPACE = "rayrag"
+"""Ray namespace of rayrag's named actors (the retrieval pools); jobs that attach to them join it."""
+
 log = logging.getLogger(__name__)
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
