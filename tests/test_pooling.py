@@ -1,0 +1,205 @@
+"""Pooling that matches the encoder: mean for sentence-transformers checkpoints, first token (CLS) for DPR ones,
+in `rayrag index` and the RAG model's question encoder alike, recorded on both sides and checked against each other.
+
+A tiny random BERT encoder (a dozen passages) is embedded both ways, in process, in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rayrag import encoders, pooling
+from rayrag.errors import RayragError
+from rayrag.kb.build import write_knowledge_base
+from rayrag.kb.manifest import MANIFEST, Manifest
+from rayrag.kb.store import KnowledgeBase
+from rayrag.model.assemble import InitOptions, init_model
+from rayrag.model.checkpoint import load_model
+from rayrag.tiny import save_tiny_encoder, train_tokenizer
+
+TITLES = [f"Person {i}" for i in range(12)]
+TEXTS = [f"person {i} was born in {c} and bakes {c} bread every morning" for i, c in
+         enumerate(["paris", "berlin", "rome", "madrid", "lisbon", "vienna", "prague", "oslo", "dublin", "athens",
+                    "warsaw", "bern"])]
+QUESTIONS = ["where was person 3 born?", "who bakes vienna bread every morning in the city?"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """{"encoder", "kb_mean", "kb_cls", "rag_mean", "rag_cls"}: one tiny encoder, a knowledge base embedded with each
+    pooling, and a RAG-token model made by init-model on each."""
+    d = tmp_path_factory.mktemp("pooling")
+    encoder = save_tiny_encoder(d / "encoder", train_tokenizer(TITLES + TEXTS + QUESTIONS))
+    model, tok = encoders.load_context_encoder(str(encoder))
+    out = {"encoder": encoder}
+    for p in pooling.POOLINGS:
+        vectors = encoders.embed_passages(model, tok, TITLES, TEXTS, progress=False, pooling=p)
+        write_knowledge_base(d / f"kb_{p}", TITLES, TEXTS, vectors, encoder="tiny", encoder_dir=encoder,
+                             n_documents=len(TEXTS), pooling=p)
+        out[f"kb_{p}"] = d / f"kb_{p}"
+        out[f"rag_{p}"] = init_model(InitOptions(out=d / f"rag_{p}", kb=d / f"kb_{p}", generator="tiny-bart",
+                                                 n_docs=2))
+    return out
+
+
+def _hidden(encoder_dir, texts, pair=None):
+    """Token vectors (B, S, d) and attention mask of a BERT checkpoint, computed directly."""
+    from transformers import AutoTokenizer, BertModel
+
+    tok = AutoTokenizer.from_pretrained(encoder_dir)
+    bert = BertModel.from_pretrained(encoder_dir, add_pooling_layer=False).eval()
+    enc = tok(texts, pair, padding=True, truncation="only_second" if pair else True, max_length=256,
+              return_tensors="pt")
+    with torch.no_grad():
+        return bert(**enc).last_hidden_state, enc["attention_mask"]
+
+
+def _manual_mean(hidden, mask, scale=1.0):
+    """The L2-normalised mean of each row's unmasked token vectors, times `scale`."""
+    means = np.stack([hidden[i, mask[i].bool()].mean(0).numpy() for i in range(len(hidden))])
+    return means / np.linalg.norm(means, axis=1, keepdims=True) * scale
+
+
+def test_mean_pool_averages_the_unmasked_tokens_only():
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    got = pooling.mean_pool(hidden, mask)
+    torch.testing.assert_close(got[0], hidden[0, :2].mean(0))
+    torch.testing.assert_close(got[1], hidden[1].mean(0))
+    torch.testing.assert_close(pooling.pool(hidden, mask, "cls"), hidden[:, 0])
+    unit = pooling.pool(hidden, mask, "mean")
+    torch.testing.assert_close(unit, got / got.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(unit.norm(dim=-1), torch.ones(2))
+
+
+def test_detect_reads_the_sentence_transformers_pooling_module(built, tmp_path):
+    assert pooling.detect(encoders.resolve(encoders.MINILM)) == "mean"  # all-MiniLM-L6-v2 was trained with it
+    assert encoders.default_pooling(encoders.MINILM) == "mean"
+    assert pooling.detect(built["encoder"]) == "cls"  # a plain BERT checkpoint: DPR's first token
+    assert encoders.default_pooling("facebook/dpr-ctx_encoder-single-nq-base") == "cls"  # a hub name, not here
+    st = tmp_path / "st"
+    (st / "1_Pooling").mkdir(parents=True)
+    (st / "modules.json").write_text(json.dumps([{"path": "", "type": "sentence_transformers.models.Transformer"},
+                                                 {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert pooling.detect(st) == "cls"
+    (st / "modules.json").write_text("[not json")
+    with pytest.raises(RayragError, match=r"modules.json: cannot read .*--pooling"):
+        pooling.detect(st)
+    with pytest.raises(RayragError, match="--pooling 'max'"):
+        pooling.resolve("max", None)
+
+
+def test_index_embeds_passages_with_the_pooling_it_records(built):
+    hidden, mask = _hidden(built["encoder"], TITLES, TEXTS)
+    for p, want in (("mean", _manual_mean(hidden, mask)), ("cls", hidden[:, 0].numpy())):
+        assert Manifest.read(built[f"kb_{p}"]).pooling == p
+        stored = KnowledgeBase(built[f"kb_{p}"]).vectors(np.arange(len(TEXTS)))
+        np.testing.assert_allclose(stored, want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(_manual_mean(hidden, mask), hidden[:, 0].numpy(), atol=1e-3)  # the two really differ
+
+
+def test_a_manifest_without_pooling_means_cls(built, tmp_path):
+    kb = tmp_path / "old"
+    shutil.copytree(built["kb_cls"], kb)
+    data = json.loads((kb / MANIFEST).read_text())
+    del data["pooling"]
+    (kb / MANIFEST).write_text(json.dumps(data))
+    assert Manifest.read(kb).pooling == "cls"
+    load_model(built["rag_cls"], kb=kb)  # a cls model on it: accepted
+
+
+def test_init_model_gives_the_question_encoder_the_knowledge_base_pooling(built):
+    hidden, mask = _hidden(built["encoder"], QUESTIONS)
+    for p, cls_name, want in (("mean", "MeanPoolingQuestionEncoder", _manual_mean(hidden, mask, scale=20.0)),
+                              ("cls", "DPRQuestionEncoder", hidden[:, 0].numpy())):
+        loaded = load_model(built[f"rag_{p}"])
+        q = loaded.model.question_encoder
+        assert type(q).__name__ == cls_name
+        assert pooling.of_question_encoder(loaded.model.config.question_encoder) == p
+        config = json.loads((built[f"rag_{p}"] / "config.json").read_text())
+        assert config["question_encoder"]["model_type"] == ("rayrag_dpr_mean" if p == "mean" else "dpr")
+        assert config["question_encoder"].get("score_scale") == (20.0 if p == "mean" else None)
+        enc = loaded.question_tokenizer(QUESTIONS, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            got = q(enc["input_ids"], attention_mask=enc["attention_mask"])[0].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_pooling_ignores_padding_in_a_batch(built):
+    loaded = load_model(built["rag_mean"])
+    tok, q = loaded.question_tokenizer, loaded.model.question_encoder
+    with torch.no_grad():
+        alone = q(**tok(QUESTIONS[:1], return_tensors="pt"))[0]
+        batch = tok(QUESTIONS, return_tensors="pt", padding=True)
+        assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]  # the premise: it is padded
+        padded = q(batch["input_ids"], attention_mask=batch["attention_mask"])[0][:1]
+    torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_a_pooling_mismatch_is_one_line_naming_both_and_the_fix(built):
+    with pytest.raises(RayragError) as e:
+        load_model(built["rag_cls"], kb=built["kb_mean"])
+    msg = str(e.value)
+    assert "\n" not in msg and "cls" in msg and "mean" in msg and "rayrag index --pooling cls" in msg
+    assert str(built["rag_cls"]) in msg and str(built["kb_mean"]) in msg
+    with pytest.raises(RayragError, match=r"pools by mean .* cls pooling"):
+        load_model(built["rag_mean"], kb=built["kb_cls"])
+    with pytest.raises(RayragError, match=r"--pooling cls: the knowledge base .* mean pooling"):
+        init_model(InitOptions(out=built["kb_mean"].parent / "x", kb=built["kb_mean"], generator="tiny-bart",
+                               pooling="cls"))
+
+
+def test_train_refuses_a_model_whose_pooling_differs_from_the_knowledge_base(built, corpus_dir, tmp_path):
+    from rayrag.train.options import TrainOptions
+    from rayrag.train.run import train
+
+    opts = TrainOptions(data_dir=corpus_dir / "data", output_dir=tmp_path / "run", model_name_or_path=built["rag_cls"],
+                        kb=built["kb_mean"], do_train=True, max_steps=1, progress=False)
+    with pytest.raises(RayragError, match=r"pools by cls .* mean pooling"):
+        train(opts)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_plain_transformers_loads_a_mean_model_once_rayrag_pooling_is_imported(built):
+    """`RagRetriever`/`RagTokenForGeneration.from_pretrained` work unchanged: same question vectors, passages and
+    loss as rayrag's own loading."""
+    from transformers import RagRetriever, RagTokenForGeneration
+
+    plain = RagTokenForGeneration.from_pretrained(built["rag_mean"],
+                                                  retriever=RagRetriever.from_pretrained(built["rag_mean"])).eval()
+    assert type(plain.question_encoder) is pooling.MeanPoolingQuestionEncoder
+    ours = load_model(built["rag_mean"])
+    ours.model.eval()
+    enc = ours.question_tokenizer(QUESTIONS, return_tensors="pt", padding=True)
+    labels = ours.generator_tokenizer(["rome", "vienna"], return_tensors="pt", padding=True)["input_ids"]
+    with torch.no_grad():
+        a = plain(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels, reduce_loss=True)
+        b = ours.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+                       reduce_loss=True)
+    assert torch.isfinite(a.loss)
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.doc_scores, a.doc_scores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_plain_transformers_without_rayrag_refuses_a_mean_model_but_loads_a_cls_one(built):
+    """A fresh interpreter that never imports rayrag: the cls model loads, the mean one is refused by name (never
+    silently pooled by the first token)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from transformers import RagTokenForGeneration\n"
+            "RagTokenForGeneration.from_pretrained(sys.argv[1])\n"
+            "assert 'rayrag' not in ' '.join(sys.modules)\n"
+            "try:\n    RagTokenForGeneration.from_pretrained(sys.argv[2])\n"
+            "except (KeyError, ValueError) as e:\n    print('refused:', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(built["rag_cls"]), str(built["rag_mean"])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused:" in proc.stdout and "rayrag_dpr_mean" in proc.stdout
