@@ -28,6 +28,7 @@ REQUIRED = {  # the least each verb parses with
     "eval": ["--model", "m", "--data_dir", "d"],
     "ask": ["--model", "m", "where was x born?"],
     "bench retrieval": [],
+    "tune": [*TRAIN, "--search.learning_rate", "loguniform:1e-5,1e-3"],
 }
 
 

@@ -22,6 +22,7 @@ VERBS = {
     "train": "rayrag.cli.train",
     "eval": "rayrag.cli.eval",
     "ask": "rayrag.cli.ask",
+    "tune": "rayrag.cli.tune",
     "bench retrieval": "rayrag.cli.bench",
 }
 GROUPS = {"bench": "benchmarks: `bench retrieval` times local, pytorch and ray retrieval side by side"}
