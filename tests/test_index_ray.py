@@ -121,11 +121,20 @@ def cluster():
     """Three Ray nodes on this machine: a head with no CPUs (the driver's) and two workers of one logical CPU."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    # The nodes inherit this process's environment, where an earlier test's connect() may have turned token mode
+    # on (RAY_AUTH_MODE=token, once ~/.ray/auth_token exists): start them without authentication, as CLUSTER_ENV
+    # tells the command under test.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        try:
+            for _ in range(2):
+                c.add_node(num_cpus=1)
+            c.wait_for_nodes()
+        except BaseException:
+            c.shutdown()
+            raise
     try:
-        for _ in range(2):
-            c.add_node(num_cpus=1)
-        c.wait_for_nodes()
         yield c
     finally:
         c.shutdown()
