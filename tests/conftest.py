@@ -65,3 +65,20 @@ def ray_local():
              log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def assert_same_loss(plain, ours, questions: list[str], answers: list[str]) -> None:
+    """A RAG model loaded by plain transformers (`plain`) and the same directory loaded by rayrag (`ours`, a
+    `load_model` result) give the same loss and passage scores for `questions` with `answers` as labels."""
+    import torch
+
+    plain.eval(), ours.model.eval()
+    enc = ours.question_tokenizer(questions, return_tensors="pt", padding=True)
+    labels = ours.generator_tokenizer(answers, return_tensors="pt", padding=True)["input_ids"]
+    with torch.no_grad():
+        a = plain(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels, reduce_loss=True)
+        b = ours.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+                       reduce_loss=True)
+    assert torch.isfinite(a.loss)
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.doc_scores, a.doc_scores, rtol=1e-4, atol=1e-5)

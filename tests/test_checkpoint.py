@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_loss
 from rayrag.errors import RayragError
 from rayrag.kb.build import write_knowledge_base
 from rayrag.kb.store import KnowledgeBase
@@ -194,14 +195,4 @@ def test_plain_transformers_and_rayrag_give_the_same_loss(built):
     from transformers import RagRetriever, RagTokenForGeneration
 
     plain = RagTokenForGeneration.from_pretrained(built["rag"], retriever=RagRetriever.from_pretrained(built["rag"]))
-    ours = load_model(built["rag"])
-    plain.eval(), ours.model.eval()
-    enc = ours.question_tokenizer(QUESTIONS, return_tensors="pt", padding=True)
-    labels = ours.generator_tokenizer(["paris", "vienna baker"], return_tensors="pt", padding=True)["input_ids"]
-    with torch.no_grad():
-        a = plain(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels, reduce_loss=True)
-        b = ours.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
-                       reduce_loss=True)
-    assert torch.isfinite(a.loss)
-    torch.testing.assert_close(b.loss, a.loss, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(b.doc_scores, a.doc_scores, rtol=1e-4, atol=1e-5)
+    assert_same_loss(plain, load_model(built["rag"]), QUESTIONS, ["paris", "vienna baker"])

@@ -28,10 +28,11 @@ from rayrag.train.options import TrainOptions
 
 HELP = "fine-tune a RAG model (Lightning; local, pytorch or ray retrieval)"
 OPTIONS = TrainOptions
+RETRIEVAL_ALIASES = {"--retrieval_timeout_s": "--pool.call_timeout_s", "--retrieval_max_restarts": "--pool.max_restarts"}
+"""Older spellings of two pool settings, for every verb that trains (train, tune)."""
 ALIASES = {
     **negations(TrainOptions),  # --no-progress, --no-fp16, ... (argparse's BooleanOptionalAction)
-    "--retrieval_timeout_s": "--pool.call_timeout_s",
-    "--retrieval_max_restarts": "--pool.max_restarts",
+    **RETRIEVAL_ALIASES,
 }
 
 

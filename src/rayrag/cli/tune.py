@@ -26,15 +26,12 @@ Example:
 from __future__ import annotations
 
 from rayrag.cli.aliases import negations
+from rayrag.cli.train import RETRIEVAL_ALIASES
 from rayrag.tune.options import TuneOptions
 
 HELP = "search hyperparameters with Ray Tune (ASHA), all trials sharing one retrieval pool"
 OPTIONS = TuneOptions
-ALIASES = {
-    **negations(TuneOptions),
-    "--retrieval_timeout_s": "--pool.call_timeout_s",
-    "--retrieval_max_restarts": "--pool.max_restarts",
-}
+ALIASES = {**negations(TuneOptions), **RETRIEVAL_ALIASES}
 
 
 def run(opts: TuneOptions, quiet: bool) -> int:
