@@ -89,10 +89,11 @@ def load_question_encoder(name: str, flag: str = "--question_encoder", pooling: 
     return _load(DPRQuestionEncoder, name, flag, pooling)
 
 
-def default_pooling(name: str) -> str:
-    """The pooling the encoder `name` was trained with (`rayrag.pooling.detect` on its local directory)."""
+def default_pooling(name: str, pooling: str | None = None) -> str:
+    """`pooling` checked, or with None/`auto` the pooling the encoder `name` was trained with
+    (`rayrag.pooling.resolve` on its local directory)."""
     path = Path(resolve(name))
-    return pooling_.detect(path if path.is_dir() else None)
+    return pooling_.resolve(pooling, path if path.is_dir() else None)
 
 
 def output_dim(encoder) -> int:

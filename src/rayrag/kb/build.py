@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayrag import encoders
-from rayrag import pooling as pooling_
 from rayrag.data.documents import ReadReport, read_documents, split_passages
 from rayrag.errors import RayragError
 from rayrag.io import atomic_dir
@@ -124,8 +123,7 @@ def build(docs: Sequence[Path], out: Path, *, encoder: str = encoders.MINILM, pa
 
             encoder_dir = save_tiny_encoder(Path(scratch) / "encoder", train_tokenizer(titles + texts))
         model, tokenizer = encoders.load_context_encoder(str(encoder_dir or encoder))
-        pooled = (pooling_.resolve(pooling, None) if pooling not in (None, pooling_.AUTO)
-                  else encoders.default_pooling(str(encoder_dir or encoder)))
+        pooled = encoders.default_pooling(str(encoder_dir or encoder), pooling)
         log.info("embedding %d passages with %s, %s pooling", len(texts), encoder, pooled)
         ray_report = None
         if ray is None:
