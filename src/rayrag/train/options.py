@@ -17,6 +17,7 @@ from rayrag.retrieval.ray.config import PoolConfig
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_w_restarts", "polynomial", "constant")
 BACKENDS = ("local", "pytorch", "ray")
+LAUNCHERS = ("local", "ray")
 
 
 @dataclass
@@ -119,7 +120,23 @@ class TrainOptions:
     devices: int = 1
     """Training processes (DDP when > 1; gloo on CPU)."""
     num_nodes: int = 1
-    """Nodes of a multi-node DDP run."""
+    """Nodes of a multi-node DDP run started by hand (one process per node with its rank variables); with a Ray
+    cluster use --launcher ray instead."""
+    launcher: str = "local"
+    """Who starts the training processes. local: this process (and Lightning's DDP processes with --devices N > 1);
+    ray: Ray Train's TorchTrainer starts --num_workers workers (or --devices/--gpus when --num_workers is 0) on any
+    node of the Ray cluster at --ray_address (`auto`; unset starts a local instance), with Ray Train's Lightning
+    integration. --output_dir, --data_dir, the model and the knowledge base must be paths every node can read
+    (shared storage); --output_dir also holds Ray Train's checkpoints (ray_train/)."""
+    use_gpu: bool = False
+    """--launcher ray: each worker asks Ray for one GPU and trains on it (--gpus N > 0 turns this on)."""
+    cpus_per_worker: float = 0.5
+    """--launcher ray: CPUs each worker asks Ray for (fractions allowed; 0.5 lets 2 workers and a retrieval pool
+    share 2 cores). A job the cluster cannot hold is refused with the numbers that fit, never left waiting."""
+    max_failures: int = 2
+    """--launcher ray: how many times Ray Train restarts the workers after one dies (-1: without limit); each restart
+    continues from the last checkpoint reported to Ray Train (every --save_every_n_steps steps and at every
+    validation), so no optimizer step is lost or repeated."""
     distributed_retriever: str = "local"
     """Retrieval backend: local (index in each process) | pytorch (rank 0 serves) | ray (actor pool)."""
     num_retrieval_workers: int = 1
@@ -133,7 +150,8 @@ class TrainOptions:
     resume: bool = False
     """Continue from --output_dir/checkpoints/last.ckpt."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes. With --launcher ray: the number of Ray Train workers, as in Ray's
+    ScalingConfig(num_workers=...) (0: --devices, or --gpus), and each worker loads its batches in-process."""
     log_every_n_steps: int = 10
     """Log training metrics every N steps."""
     progress: bool = True
@@ -146,6 +164,7 @@ class TrainOptions:
         _check_gpus(self)
         _reference_kb(self)
         _check_ray(self)
+        _check_launcher(self)
         if self.resume and not (Path(self.output_dir) / "checkpoints" / "last.ckpt").is_file():
             raise RayragError(
                 f"--resume: no {Path(self.output_dir) / 'checkpoints' / 'last.ckpt'} to resume from; "
@@ -159,8 +178,13 @@ class TrainOptions:
         accelerator, devices = self.accelerator, self.devices
         if self.gpus is not None:
             accelerator, devices = ("gpu", self.gpus) if self.gpus > 0 else ("cpu", self.devices)
+        use_gpu = self.use_gpu or (self.launcher == "ray" and accelerator in ("gpu", "cuda"))
         return dataclasses.replace(self, accelerator=accelerator, devices=devices, kb=_reference_kb(self),
-                                   pool=dataclasses.replace(self.pool))
+                                   use_gpu=use_gpu, pool=dataclasses.replace(self.pool))
+
+    def ray_workers(self) -> int:
+        """--launcher ray: the Ray Train worker count, --num_workers or else --devices (after `resolved`, --gpus)."""
+        return self.num_workers if self.num_workers > 0 else self.devices
 
 
 def _check_ranges(o: TrainOptions) -> None:
@@ -245,3 +269,29 @@ def _valid_ray_address(address: str) -> bool:
         return True
     host, _, port = address.rpartition(":")
     return bool(host) and port.isdigit()
+
+
+def _check_launcher(o: TrainOptions) -> None:
+    """--launcher and the flags that belong to --launcher ray."""
+    if o.launcher not in LAUNCHERS:
+        raise RayragError(f"--launcher {o.launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+    if o.launcher == "local":
+        defaults = TrainOptions.__dataclass_fields__
+        for name in ("use_gpu", "cpus_per_worker", "max_failures"):
+            if getattr(o, name) != defaults[name].default:
+                raise RayragError(f"--{name} applies to --launcher ray; drop it or add --launcher ray")
+        return
+    if not o.cpus_per_worker > 0:
+        raise RayragError(f"--cpus_per_worker {o.cpus_per_worker}: must be more than 0")
+    if o.max_failures < -1:
+        raise RayragError(f"--max_failures {o.max_failures}: must be -1 (without limit) or more")
+    if o.num_nodes != 1:
+        raise RayragError(f"--num_nodes {o.num_nodes}: with --launcher ray, Ray places the workers on the cluster's "
+                          "nodes; drop --num_nodes and give the worker count with --num_workers")
+    if o.use_gpu and o.accelerator == "cpu":
+        raise RayragError("--use_gpu contradicts --accelerator cpu; drop one")
+    if o.gpus == 0 and o.use_gpu:
+        raise RayragError("--use_gpu contradicts --gpus 0; drop one")
+    if o.num_workers > 0 and o.devices > 1:
+        raise RayragError(f"--num_workers {o.num_workers} and --devices {o.devices}: with --launcher ray both give "
+                          "the worker count; drop --devices")

@@ -8,8 +8,10 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -67,7 +69,18 @@ def retrieval_service(opts: TrainOptions, kb: KbLocation | None, spec: str | Non
             service.close()
 
 
-def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), checkpoints: bool = True) -> L.Trainer:
+@dataclass
+class Launched:
+    """How the Trainer of a process started by a launcher (a Ray Train worker, `train/ray_launch.py`) joins the job:
+    the launcher's strategy and plugins replace Lightning's own DDP set-up, and `prepare` checks the Trainer."""
+
+    strategy: Any
+    plugins: list
+    prepare: Callable[[L.Trainer], L.Trainer]
+
+
+def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), checkpoints: bool = True,
+             launched: Launched | None = None) -> L.Trainer:
     ckpt_dir = out / "checkpoints"
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_em", mode="max",
                                  save_last=opts.save_every_n_steps == 0, save_top_k=1,
@@ -88,8 +101,12 @@ def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), ch
         strategy = "auto"
     precision = ("16-mixed" if on_gpu else "bf16-mixed") if opts.fp16 else "32-true"
     vci = opts.val_check_interval
-    return L.Trainer(
-        accelerator=accelerator, devices=opts.devices, num_nodes=opts.num_nodes, strategy=strategy,
+    devices, num_nodes, plugins = opts.devices, opts.num_nodes, [AtomicCheckpointIO()]
+    if launched is not None:  # one device per process; the launcher's environment says who is where
+        devices, num_nodes, strategy = 1, 1, launched.strategy
+        plugins += list(launched.plugins)
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         precision=precision, max_epochs=opts.num_train_epochs, max_steps=opts.max_steps,
         max_time={"minutes": opts.max_time_minutes} if opts.max_time_minutes > 0 else None,
         accumulate_grad_batches=opts.gradient_accumulation_steps,
@@ -99,25 +116,31 @@ def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), ch
         check_val_every_n_epoch=None if vci > 1 else 1,  # N > 1: every N steps, across epochs
         log_every_n_steps=opts.log_every_n_steps, enable_progress_bar=opts.progress,
         enable_model_summary=opts.progress, enable_checkpointing=checkpoints,
-        plugins=[AtomicCheckpointIO()], deterministic=False, default_root_dir=out,
+        plugins=plugins, deterministic=False, default_root_dir=out,
         use_distributed_sampler=False)
+    return launched.prepare(trainer) if launched is not None else trainer
 
 
 def train(opts: TrainOptions, *, spec: str | None = None, callbacks: Sequence[L.Callback] = (),
-          ckpt_path: Path | None = None, checkpoints: bool = True) -> dict:
+          ckpt_path: Path | None = None, checkpoints: bool = True, launched: Launched | None = None,
+          fit_elsewhere: Callable[[TrainOptions, KbLocation | None], dict] | None = None) -> dict:
     """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}.
 
     For a driver that owns the retrieval service and the checkpoints (a `rayrag tune` trial): `spec` is the JSON
     spec of a service opened elsewhere (attached to, never closed here); `callbacks` join the Trainer's;
     `ckpt_path` is a Lightning checkpoint to continue from; `checkpoints=False` writes no checkpoints/ and no
-    best_model/ (the caller keeps its own)."""
+    best_model/ (the caller keeps its own). For --launcher ray (`train/ray_launch.py`): in the driver
+    `fit_elsewhere(opts, kb)` trains (in Ray Train's workers) and returns the training metrics, and prediction runs
+    here; each worker calls this with `launched`, how its Trainer joins the job."""
     from rayrag.config import write_config
 
     opts.validate()
     opts = opts.resolved()
     out = Path(opts.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if is_first_process():  # `rayrag train --config OUTPUT_DIR/config.yaml` reruns this run
+    if opts.launcher == "ray" and launched is None and fit_elsewhere is None:
+        raise RayragError("--launcher ray: train with rayrag.train.ray_launch.train_on_ray (as `rayrag train` does)")
+    if is_first_process() and launched is None:  # `rayrag train --config OUTPUT_DIR/config.yaml` reruns this run
         write_config(opts, out)
     info = _check_model(opts, read_info(Path(opts.model_name_or_path)))
     kb = from_flags(opts.kb, opts.passages_path, opts.index_path) or info.location
@@ -126,9 +149,11 @@ def train(opts: TrainOptions, *, spec: str | None = None, callbacks: Sequence[L.
     L.seed_everything(opts.seed, workers=True, verbose=False)
     metrics: dict = {}
     best_dir = out / "best_model"
-    if opts.do_train:
+    if opts.do_train and fit_elsewhere is not None:
+        metrics = fit_elsewhere(opts, kb if info.is_rag else None)
+    elif opts.do_train:
         metrics, first = _fit(opts, info, kb if info.is_rag else None, out, best_dir, spec=spec,
-                              callbacks=callbacks, ckpt_path=ckpt_path, checkpoints=checkpoints)
+                              callbacks=callbacks, ckpt_path=ckpt_path, checkpoints=checkpoints, launched=launched)
         if not first:
             return {}
     if opts.do_predict:
@@ -158,7 +183,7 @@ def _validation_examples(opts: TrainOptions, train_ex: list) -> list:
 
 def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path, best_dir: Path, *,
          spec: str | None = None, callbacks: Sequence[L.Callback] = (), ckpt_path: Path | None = None,
-         checkpoints: bool = True) -> tuple[dict, bool]:
+         checkpoints: bool = True, launched: Launched | None = None) -> tuple[dict, bool]:
     """Train; on the first rank export the best model (with `checkpoints`). Returns (metrics, whether this is
     global rank 0). See `train` for `spec`, `callbacks`, `ckpt_path`."""
     train_ex = load_split(opts.data_dir, "train", opts.n_train)
@@ -166,8 +191,9 @@ def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path, 
     loaded = load_model(opts.model_name_or_path, retrieval=False, info=info)
     if kb is not None:  # questions pooled as the knowledge base's passages were
         check_pooling(loaded.model, kb, str(opts.model_name_or_path))
-    earlier_log = _read_log(out) if opts.resume else []  # Lightning's CSVLogger starts a new file
-    trainer = _trainer(opts, out, callbacks, checkpoints)
+    continuing = opts.resume or ckpt_path is not None
+    earlier_log = _read_log(out) if continuing else []  # Lightning's CSVLogger starts a new file
+    trainer = _trainer(opts, out, callbacks, checkpoints, launched)
     t0 = time.perf_counter()
     ckpt = ckpt_path or (out / "checkpoints" / "last.ckpt" if opts.resume else None)
     with retrieval_service(opts, kb, spec) as spec:

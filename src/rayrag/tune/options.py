@@ -125,6 +125,9 @@ def _check_search_flags(o: TuneOptions) -> None:
                           "`rayrag eval --model OUTPUT_DIR/best_model`")
     if not o.do_train:
         raise RayragError("--do_train false: a search trains; drop the flag")
+    if o.launcher != "local":
+        raise RayragError(f"--launcher {o.launcher}: Ray Tune starts the trials, each one training process; drop "
+                          "--launcher")
     many = {"--devices": o.devices, "--num_nodes": o.num_nodes, "--gpus": o.gpus}
     for flag, value in many.items():
         if value is not None and value > 1:

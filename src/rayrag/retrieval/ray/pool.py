@@ -72,6 +72,8 @@ class RayPool:
             opts = dict(name=actor_name(name, i), namespace=NAMESPACE, num_cpus=config.num_cpus,
                         max_restarts=config.max_restarts, max_task_retries=0,
                         max_concurrency=1 if reference else config.max_concurrency)
+            if config.resources:  # pinned to the nodes that have them
+                opts["resources"] = dict(config.resources)
             if not reference:
                 opts["scheduling_strategy"] = "SPREAD"
             actors.append(remote.options(**opts).remote(str(kb), policy, threads, not reference, i,

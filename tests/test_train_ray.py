@@ -1,0 +1,256 @@
+"""`rayrag train --launcher ray`: the flags and the fitting arithmetic (fast); and on a three-node
+`ray.cluster_utils.Cluster` on this machine (slow): two Ray Train workers on two nodes with the retrieval pool on
+the third, one worker SIGKILLed after the first checkpoint reached Ray Train, restarted from it, and the run ends
+with every optimizer step once and the loss curve of a `--devices 2` run; a job the cluster cannot hold is refused
+with the fix instead of waiting for CPUs.
+
+One cluster (module scope) and one killed run serve the slow tests, to keep them within the suite's budget."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from _fixtures_backends import child_env
+from rayrag.errors import RayragError
+from rayrag.train.options import TrainOptions
+from rayrag.train.ray_launch import RUN_NAME, refusal
+
+# ----- fast tier: flags, worker count, what fits ------------------------------------------------------------
+
+
+def _opts(tmp_path: Path, **kw) -> TrainOptions:
+    return TrainOptions(data_dir=tmp_path / "data", output_dir=tmp_path / "out", model_name_or_path=tmp_path / "m",
+                        do_train=True, **kw)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"launcher": "slurm"}, "--launcher 'slurm': choose one of local, ray"),
+    ({"use_gpu": True}, "--use_gpu applies to --launcher ray"),
+    ({"cpus_per_worker": 1.0}, "--cpus_per_worker applies to --launcher ray"),
+    ({"max_failures": 0}, "--max_failures applies to --launcher ray"),
+    ({"launcher": "ray", "cpus_per_worker": 0.0}, "--cpus_per_worker 0.0: must be more than 0"),
+    ({"launcher": "ray", "max_failures": -2}, "--max_failures -2: must be -1 (without limit) or more"),
+    ({"launcher": "ray", "num_nodes": 2}, "--num_nodes 2: with --launcher ray, Ray places the workers"),
+    ({"launcher": "ray", "use_gpu": True, "accelerator": "cpu"}, "--use_gpu contradicts --accelerator cpu"),
+    ({"launcher": "ray", "num_workers": 2, "devices": 3}, "--num_workers 2 and --devices 3"),
+])
+def test_launcher_flags_are_checked(tmp_path, flags, message):
+    with pytest.raises(RayragError, match=re.escape(message)):
+        _opts(tmp_path, **flags).validate()
+
+
+def test_worker_count_comes_from_num_workers_then_devices_then_gpus(tmp_path):
+    assert _opts(tmp_path, launcher="ray", num_workers=3).resolved().ray_workers() == 3
+    assert _opts(tmp_path, launcher="ray", devices=2).resolved().ray_workers() == 2
+    gpus = _opts(tmp_path, launcher="ray", gpus=4).resolved()  # the reference's --gpus 4: 4 workers, one GPU each
+    assert (gpus.ray_workers(), gpus.use_gpu) == (4, True)
+    assert _opts(tmp_path, launcher="ray").resolved().ray_workers() == 1
+    assert not _opts(tmp_path, devices=2, gpus=2).resolved().use_gpu  # the local launcher asks Ray for nothing
+
+
+def test_refusal_names_the_flag_and_what_fits(tmp_path):
+    nodes = [{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}]
+    assert refusal(_opts(tmp_path, launcher="ray", num_workers=2, cpus_per_worker=0.75), nodes, "here") is None
+    why = refusal(_opts(tmp_path, launcher="ray", num_workers=3, cpus_per_worker=0.75), nodes, "here")
+    assert why.startswith("--num_workers 3: the Ray cluster at here cannot hold 3 training workers of 0.75 CPU")
+    assert "room for 2" in why and "lower --num_workers to 2" in why and "--cpus_per_worker 0.5" in why
+    why = refusal(_opts(tmp_path, launcher="ray", devices=2, use_gpu=True), nodes, "here")
+    assert why.startswith("--devices 2:") and "room for 0" in why and "drop --use_gpu" in why
+
+
+def test_tune_refuses_the_ray_launcher(tmp_path):
+    from rayrag.tune.options import TuneOptions
+
+    with pytest.raises(RayragError, match=re.escape("--launcher ray: Ray Tune starts the trials")):
+        TuneOptions(data_dir=tmp_path / "d", output_dir=tmp_path / "o", model_name_or_path=tmp_path / "m",
+                    launcher="ray").validate()
+
+
+def test_a_failed_run_is_told_in_one_line():
+    from rayrag.train.ray_launch import _cause
+
+    report = ("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nA worker health check failed.\n"
+              "Worker info: Worker(...)")
+    assert _cause(RuntimeError(report)) == "A worker health check failed."
+    report = ("Training failed due to worker errors:\n[Rank 1 Error Snippet]:\nTraceback (most recent call last):\n"
+              '  File "x.py", line 1, in f\nrayrag.errors.RetrievalError: the pool is gone\n')
+    assert _cause(RuntimeError(report)) == "rayrag.errors.RetrievalError: the pool is gone"
+
+
+# ----- slow tier: a three-node cluster on this machine ----------------------------------------------------------
+
+STEPS = 8  # 64 training questions / 2 workers / batch 4, one epoch
+CHECKPOINT_EVERY = 2
+CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}  # the Cluster below runs without authentication (see test_index_ray)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head with no CPUs and the custom resource `retrieval` (the pool's node), and two nodes of one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                          "resources": {"retrieval": 1}})
+        try:
+            for _ in range(2):
+                c.add_node(num_cpus=1)
+            c.wait_for_nodes()
+        except BaseException:
+            c.shutdown()
+            raise
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
+def _raylet_pid(node) -> int:
+    from ray._private import ray_constants
+
+    return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+
+
+def _actors_by_node(cluster, name: str) -> dict[str, list[psutil.Process]]:
+    """The live processes of actor class `name` under each node's raylet (node: 'head' or 'worker-K')."""
+    nodes = {"head": cluster.head_node, **{f"worker-{i}": n for i, n in enumerate(
+        sorted(cluster.worker_nodes, key=lambda n: n.unique_id))}}
+    found: dict[str, list[psutil.Process]] = {}
+    for label, node in nodes.items():
+        with contextlib.suppress(psutil.Error):
+            for p in psutil.Process(_raylet_pid(node)).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if f"ray::{name}" in " ".join(p.cmdline()):
+                        found.setdefault(label, []).append(p)
+    return found
+
+
+def _train_args(corpus_dir: Path, model: Path, out: Path, *extra) -> list[str]:
+    return ["train", "--data_dir", corpus_dir / "data", "--output_dir", out, "--model_name_or_path", model,
+            "--do_train", "--num_train_epochs", "1", "--n_train", "64", "--train_batch_size", "4", "--n_val", "4",
+            "--eval_batch_size", "2", "--val_max_target_length", "4", "--seed", "7", "--accelerator", "cpu",
+            "--log_every_n_steps", "1", "--no-progress", "--save_every_n_steps", str(CHECKPOINT_EVERY), *extra]
+
+
+def _log_rows(out: Path) -> list[dict]:
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("train_loss_step")]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(corpus_dir, tiny_rag, tmp_path_factory) -> Path:
+    """The same training with `--devices 2` (Lightning's DDP, gloo), the baseline."""
+    out = tmp_path_factory.mktemp("ddp2")
+    proc = subprocess.run([sys.executable, "-m", "rayrag", *map(str, _train_args(corpus_dir, tiny_rag, out,
+                                                                                 "--devices", "2"))],
+                          capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return out
+
+
+def _registered_checkpoint(out: Path) -> bool:
+    """Whether Ray Train's controller has registered a checkpoint of the run: its snapshot (written after each
+    registration) names a latest checkpoint. A checkpoint directory alone is not enough: a worker killed between the
+    upload and the registration restarts from the checkpoint before."""
+    snapshot = out / RUN_NAME / "checkpoint_manager_snapshot.json"
+    try:
+        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+    except (OSError, ValueError):  # not written yet, or being written
+        return False
+
+
+@pytest.fixture(scope="module")
+def killed_run(cluster, corpus_dir, tiny_rag, tmp_path_factory):
+    """`rayrag train --launcher ray` on the cluster: 2 workers of 0.75 CPU (so one per worker node), a pool of one
+    actor pinned to the head by `retrieval`. Once Ray Train has registered the first checkpoint, one worker is
+    SIGKILLed. Returns (output dir, stderr, {node: pids} of the workers and of the pool seen before the kill,
+    killed pid, seconds)."""
+    out = tmp_path_factory.mktemp("launcher-ray")
+    args = _train_args(corpus_dir, tiny_rag, out, "--launcher", "ray", "--num_workers", "2", "--cpus_per_worker",
+                       "0.75", "--max_failures", "2", "--ray_address", cluster.address, "--distributed_retriever",
+                       "ray", "--num_retrieval_workers", "1", "--pool.resources", '{"retrieval": 0.01}', "--profile")
+    log = out.parent / f"{out.name}.log"
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "rayrag", *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=f, env=child_env(**CLUSTER_ENV), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        workers: dict = {}
+        pool: dict = {}
+        while not _registered_checkpoint(out):
+            assert proc.poll() is None, f"exited {proc.returncode} before a checkpoint\n{log.read_text()[-5000:]}"
+            assert time.monotonic() < deadline, f"no registered checkpoint after 240 s\n{log.read_text()[-5000:]}"
+            workers = _actors_by_node(cluster, "RayTrainWorker") or workers
+            pool = _actors_by_node(cluster, "RetrievalActor") or pool
+            time.sleep(0.05)
+        workers = _actors_by_node(cluster, "RayTrainWorker")
+        victim = next(p for ps in workers.values() for p in ps)
+        victim.kill()  # SIGKILL: no cleanup runs
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    seen = ({k: [p.pid for p in v] for k, v in workers.items()}, {k: [p.pid for p in v] for k, v in pool.items()})
+    stderr = log.read_text()
+    assert proc.returncode == 0, stderr[-6000:]
+    return out, stderr, seen, victim.pid, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_workers_on_two_nodes_and_the_pool_on_the_third(killed_run):
+    out, _, (workers, pool), _, _ = killed_run
+    assert sorted(workers) == ["worker-0", "worker-1"] and all(len(v) == 1 for v in workers.values()), workers
+    assert list(pool) == ["head"] and len(pool["head"]) == 1, pool
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_from_the_checkpoint_and_no_step_is_lost_or_repeated(killed_run):
+    out, stderr, _, victim, seconds = killed_run
+    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    resumed = re.findall(r"continuing from the checkpoint reported to Ray Train, \S+", stderr)
+    assert len(resumed) == 1, stderr[-6000:]  # one restart, from Ray Train's storage
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == STEPS
+    assert [int(r["step"]) for r in _log_rows(out)] == list(range(STEPS))  # every step logged once, in order
+    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best_model/config.json", "config.yaml",
+                 "retrieval_profile.json"):
+        assert (out / name).is_file(), name
+    print(f"launcher ray, killed once: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_losses_equal_the_devices_2_run(killed_run, ddp_run):
+    out = killed_run[0]
+    ours = [float(r["train_loss_step"]) for r in _log_rows(out)]
+    theirs = [float(r["train_loss_step"]) for r in _log_rows(ddp_run)]
+    assert len(ours) == len(theirs) == STEPS
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    ray_metrics = json.loads((out / "metrics.json").read_text())
+    assert ray_metrics["best_val_em"] == json.loads((ddp_run / "metrics.json").read_text())["best_val_em"]
+
+
+@pytest.mark.slow
+def test_a_job_the_cluster_cannot_hold_is_refused_with_the_fix(cluster, corpus_dir, tiny_rag, tmp_path):
+    t0 = time.monotonic()
+    args = _train_args(corpus_dir, tiny_rag, tmp_path / "out", "--launcher", "ray", "--num_workers", "3",
+                       "--cpus_per_worker", "0.75", "--ray_address", cluster.address)
+    proc = subprocess.run([sys.executable, "-m", "rayrag", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=child_env(**CLUSTER_ENV))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "--num_workers 3: the Ray cluster at" in error and "room for 2" in error, error
+    assert "lower --num_workers to 2" in error and "--cpus_per_worker 0.5" in error, error
+    assert time.monotonic() - t0 < 60  # refused, not left waiting for CPUs
