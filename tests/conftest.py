@@ -5,6 +5,7 @@ Everything is built once per test session in a temporary directory, through the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -82,3 +83,28 @@ def assert_same_loss(plain, ours, questions: list[str], answers: list[str]) -> N
     assert torch.isfinite(a.loss)
     torch.testing.assert_close(b.loss, a.loss, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b.doc_scores, a.doc_scores, rtol=1e-4, atol=1e-5)
+
+
+@contextlib.contextmanager
+def three_node_cluster(head_resources: dict | None = None):
+    """Three Ray nodes on this machine (`ray.cluster_utils.Cluster`): a head with no CPUs (and `head_resources`) and
+    two nodes of one logical CPU each, shut down on exit. The nodes inherit this process's environment, where an
+    earlier test's connect() may have turned token mode on (RAY_AUTH_MODE=token, once ~/.ray/auth_token exists):
+    they start without authentication, so the commands under test need RAY_AUTH_MODE=disabled too."""
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                          "resources": dict(head_resources or {})})
+        try:
+            for _ in range(2):
+                c.add_node(num_cpus=1)
+            c.wait_for_nodes()
+        except BaseException:
+            c.shutdown()
+            raise
+    try:
+        yield c
+    finally:
+        c.shutdown()

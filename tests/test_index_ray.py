@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import rayrag
+from conftest import rayrag, three_node_cluster
 from rayrag.kb.ray_embed import shard_dir, shard_rows, workers_that_fit
 
 ARGS = ["--encoder", "minilm", "--passage_words", "12", "--max_length", "48", "--batch_size", "16"]
@@ -119,25 +119,8 @@ CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}
 @pytest.fixture(scope="module")
 def cluster():
     """Three Ray nodes on this machine: a head with no CPUs (the driver's) and two workers of one logical CPU."""
-    from ray.cluster_utils import Cluster
-
-    # The nodes inherit this process's environment, where an earlier test's connect() may have turned token mode
-    # on (RAY_AUTH_MODE=token, once ~/.ray/auth_token exists): start them without authentication, as CLUSTER_ENV
-    # tells the command under test.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        try:
-            for _ in range(2):
-                c.add_node(num_cpus=1)
-            c.wait_for_nodes()
-        except BaseException:
-            c.shutdown()
-            raise
-    try:
+    with three_node_cluster() as c:
         yield c
-    finally:
-        c.shutdown()
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from _fixtures_backends import child_env
+from conftest import three_node_cluster
 from rayrag.errors import RayragError
 from rayrag.train.options import TrainOptions
 from rayrag.train.ray_launch import RUN_NAME, refusal
@@ -98,23 +99,8 @@ CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}  # the Cluster below runs without au
 @pytest.fixture(scope="module")
 def cluster():
     """A head with no CPUs and the custom resource `retrieval` (the pool's node), and two nodes of one CPU each."""
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                          "resources": {"retrieval": 1}})
-        try:
-            for _ in range(2):
-                c.add_node(num_cpus=1)
-            c.wait_for_nodes()
-        except BaseException:
-            c.shutdown()
-            raise
-    try:
+    with three_node_cluster({"retrieval": 1}) as c:
         yield c
-    finally:
-        c.shutdown()
 
 
 def _raylet_pid(node) -> int:
