@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from rayrag.data.qa import QAExample
 from rayrag.evaluate.metrics import answer_metrics, retrieval_metrics
 from rayrag.model.checkpoint import LoadedModel
+from rayrag.model.decode import decode_answers
 
 
 
@@ -51,7 +52,7 @@ def predict(loaded: LoadedModel, questions: Sequence[str], *, batch_size: int = 
         with loaded.retriever.capture() if is_rag else contextlib.nullcontext([]) as calls:
             ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                  num_beams=num_beams, max_length=max_length, **kwargs)
-        answers = gtok.batch_decode(ids, skip_special_tokens=True)
+        answers = decode_answers(gtok, ids)
         r = calls[0] if calls else None
         for i, (q, a) in enumerate(zip(batch, answers)):
             passages = [] if r is None else [

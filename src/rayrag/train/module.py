@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from rayrag.data.qa import QAExample
 from rayrag.evaluate.metrics import exact_match, f1_score
 from rayrag.model.checkpoint import LoadedModel
+from rayrag.model.decode import decode_answers
 from rayrag.train.batches import QADataset
 from rayrag.train.loader import EpochBatchSampler, ResumableLoader
 from rayrag.train.options import TrainOptions
@@ -182,7 +183,7 @@ class RagFineTuner(L.LightningModule):
         if self.is_rag:
             kwargs["n_docs"] = self.n_docs
         out = self.model.generate(**kwargs)
-        return self.loaded.generator_tokenizer.batch_decode(out, skip_special_tokens=True)
+        return decode_answers(self.loaded.generator_tokenizer, out)
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(3, dtype=torch.float64)
