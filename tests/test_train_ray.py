@@ -89,6 +89,44 @@ def test_a_failed_run_is_told_in_one_line():
     assert _cause(RuntimeError(report)) == "rayrag.errors.RetrievalError: the pool is gone"
 
 
+def test_the_report_reuses_the_file_a_model_checkpoint_wrote_at_that_step(tmp_path):
+    """ReportCheckpoint's choice, in one in-process Trainer: at a step where a ModelCheckpoint wrote (every 2 steps
+    here) the file of that step is found and reported; at other steps none is, and the report saves one itself."""
+    import lightning as L
+    import torch
+
+    from rayrag.train.ray_launch import _file_written_at, saved_at
+    from rayrag.train.run import _trainer
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    seen = {}
+
+    class Look(L.pytorch.callbacks.Checkpoint):  # listed where ReportCheckpoint is: after the ModelCheckpoints
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step = trainer.global_step
+            seen[step] = (saved_at(trainer, step), _file_written_at(trainer, step))
+
+    opts = _opts(tmp_path, max_steps=5, save_every_n_steps=2, val_check_interval=1000.0, progress=False)
+    trainer = _trainer(opts, tmp_path / "out", extra=[Look()])
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(torch.randn(5, 2), batch_size=1))
+    assert {s: saved for s, (saved, _) in seen.items()} == {1: False, 2: True, 3: False, 4: True, 5: False}
+    for step in (2, 4):
+        path = seen[step][1]
+        assert path is not None and path.name == "last.ckpt"
+    assert seen[1][1] is None and seen[3][1] is None
+    assert torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
 # ----- slow tier: a three-node cluster on this machine ----------------------------------------------------------
 
 STEPS = 8  # 64 training questions / 2 workers / batch 4, one epoch

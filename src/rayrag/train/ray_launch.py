@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -104,8 +105,10 @@ class ReportCheckpoint(Checkpoint):
     """Reports a checkpoint of the run to Ray Train every `every_n_steps` optimizer steps (0: never by steps) and
     after every validation, with the Trainer's logged metrics and `step`. Every worker reports (Ray Train waits for
     all); rank 0's checkpoint is the one kept, in Ray Train's storage (RunConfig.storage_path). A `Checkpoint`
-    callback, so that Lightning runs it after the ModelCheckpoint listed before it: the state it saves at a
-    validation includes that validation's best score."""
+    callback listed after the ModelCheckpoints, so that Lightning runs it after them: the state it reports at a
+    validation includes that validation's best score, and when one of them has just written the state of this step
+    (last.ckpt every --save_every_n_steps steps, best.ckpt or last.ckpt at a validation) that file is reported, linked
+    into the reported directory, instead of saving the same state a second time."""
 
     def __init__(self, every_n_steps: int):
         self.every_n_steps = every_n_steps
@@ -129,11 +132,44 @@ class ReportCheckpoint(Checkpoint):
         self._reported_step = step
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         metrics.update(step=step, epoch=int(trainer.current_epoch))
-        with tempfile.TemporaryDirectory(prefix="rayrag-report-") as tmp:
-            trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)  # every rank takes part; rank 0 writes
+        saved = saved_at(trainer, step)
+        written = _file_written_at(trainer, step) if saved and trainer.is_global_zero else None
+        with tempfile.TemporaryDirectory(prefix=".rayrag-report-", dir=written.parent if written else None) as tmp:
+            target = Path(tmp) / CHECKPOINT_FILE
+            if not saved:
+                trainer.save_checkpoint(target)  # every rank takes part; rank 0 writes
+            elif written is not None:
+                _link_or_copy(written, target)
+            elif trainer.is_global_zero:  # not expected: a ModelCheckpoint saved, but not through this process's IO
+                trainer.strategy.checkpoint_io.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(), target)
             checkpoint = ray.train.Checkpoint.from_directory(tmp) if trainer.is_global_zero else None
             ray.train.report(metrics, checkpoint=checkpoint)
-        log.info("reported the checkpoint of step %d to Ray Train", step)
+        log.info("reported the checkpoint of step %d to Ray Train (%s)", step,
+                 f"{written.name}, written at this step" if written else "saved for the report")
+
+
+def saved_at(trainer: L.Trainer, step: int) -> bool:
+    """Whether a ModelCheckpoint wrote a checkpoint at global step `step` (decided alike on every rank: by the step
+    count, or by the validation score all ranks share)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return any(isinstance(cb, ModelCheckpoint) and cb._last_global_step_saved == step
+               for cb in trainer.checkpoint_callbacks)
+
+
+def _file_written_at(trainer: L.Trainer, step: int) -> Path | None:
+    """The file this process's checkpoint IO wrote at `step` (rank 0 writes them), if it is there."""
+    last = getattr(trainer.strategy.checkpoint_io, "last_saved", None)
+    return last[1] if last is not None and last[0] == step and last[1].is_file() else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (the checkpoint files are replaced by rename, never rewritten in place), or a copy across
+    file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def worker_loop(config: dict) -> None:

@@ -41,8 +41,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (`rayrag.io.atomic_write_with`): a crash mid-write leaves the previous checkpoint whole and no
     partial file under the checkpoint's name; temporaries of killed runs are removed by the next write."""
 
+    last_saved: tuple[int, Path] | None = None
+    """(global step, path) of the latest checkpoint this process wrote: `--launcher ray` reports that file to Ray
+    Train instead of writing the same state again (`ray_launch.ReportCheckpoint`)."""
+
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write_with(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        self.last_saved = (int(checkpoint.get("global_step", -1)), Path(path))
 
 
 def _retrieval_options(opts: TrainOptions, kb: KbLocation) -> RetrievalOptions:
@@ -85,10 +90,10 @@ def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), ch
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_em", mode="max",
                                  save_last=opts.save_every_n_steps == 0, save_top_k=1,
                                  enable_version_counter=False)] if checkpoints else []
-    callbacks += list(extra)
     if checkpoints and opts.save_every_n_steps > 0:  # last.ckpt every N steps, for --resume after a crash
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                                          every_n_train_steps=opts.save_every_n_steps, enable_version_counter=False))
+    callbacks += list(extra)  # after the ModelCheckpoints: a Checkpoint among them sees what they wrote
     if opts.early_stopping_patience >= 0:
         callbacks.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
     accelerator = "gpu" if opts.accelerator == "cuda" else opts.accelerator
