@@ -91,9 +91,14 @@ def retrieval_recall(model_dir: Path, data_dir: Path, split: str, ks=KS, kb: Pat
     return {f"recall_at_{k}": float(h / len(examples)) for k, h in zip(ks, hits)}
 
 
+def run_dir(out: Path, model: str, args) -> Path:
+    """Where a model's run goes: OUT/MODEL, or OUT/RUN_NAME for a trial beside it (`report` reads OUT/MODEL)."""
+    return out / (getattr(args, "run_name", None) or model)
+
+
 def train_settings(model: str, out: Path, minutes: float, args) -> dict:
     """The `rayrag train` options of a run (the same for both models, except what only RAG has)."""
-    common = dict(data_dir=out / "data", output_dir=out / model, model_name_or_path=out / MODELS[model],
+    common = dict(data_dir=out / "data", output_dir=run_dir(out, model, args), model_name_or_path=out / MODELS[model],
                   do_train=True, train_batch_size=args.train_batch_size, eval_batch_size=64,
                   learning_rate=args.learning_rate, lr_scheduler="constant", warmup_steps=20, max_grad_norm=1.0,
                   seed=args.seed, num_train_epochs=1000, max_time_minutes=minutes, max_target_length=16,
@@ -116,19 +121,22 @@ def train_and_score(out: Path, model: str, minutes: float, args) -> dict:
     t0 = time.perf_counter()
     metrics = train(opts)
     seconds = time.perf_counter() - t0
-    best = out / model / "best_model"
+    run = run_dir(out, model, args)
+    best = run / "best_model"
     examples = load_split(out / "data", "test")
     loaded = load_model(best)
     t1 = time.perf_counter()
     preds = predict(loaded, [e.question for e in examples], batch_size=64, max_length=16, progress=args.progress)
-    write_predictions(out / model, preds, examples, prefix="test")
+    write_predictions(run, preds, examples, prefix="test")
     result = {"model": model, "train_steps": metrics["train_steps"], "train_seconds": metrics["train_seconds"],
               "train_and_validation_seconds": seconds, "test_seconds": time.perf_counter() - t1,
               "best_val_em": metrics.get("best_val_em"), **{f"test_{k}": v for k, v in score(preds, examples).items()},
-              "em_curve": em_curve(out / model / "logs" / "metrics.csv", metrics)}
+              "em_curve": em_curve(run / "logs" / "metrics.csv", metrics),
+              "settings": {k: getattr(args, k) for k in ("train_batch_size", "learning_rate", "question_encoder_lr",
+                                                         "val_every", "n_val_check", "bf16")}}
     if model == "rag":
         result["recall_after"] = retrieval_recall(best, out / "data", "test")
-    (out / model / "realtext.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (run / "realtext.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 
@@ -270,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/realtext"), help="directory for everything it makes")
     p.add_argument("--model", choices=tuple(MODELS), default="rag", help="train: which model")
     p.add_argument("--minutes", type=float, default=30.0, help="train: training budget in minutes")
+    p.add_argument("--run_name", default=None,
+                   help="train: write the run to OUT/RUN_NAME instead of OUT/MODEL (a trial that `report` leaves out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the models and training")
     p.add_argument("--n_val", type=int, default=200, help="validation questions written")
     p.add_argument("--n_test", type=int, default=1000, help="test questions")
