@@ -105,6 +105,22 @@ def test_minilm_generator_cross_attention_init(tmp_path, init):
         assert all(same) if init == "self" else not any(same)
 
 
+def test_max_combined_length_of_the_run_is_saved_with_the_model(tmp_path, corpus_dir, tiny_rag):
+    """--max_combined_length (the reference's flag) cuts the generator inputs of the run and is the trained model's."""
+    from rayrag.model.checkpoint import load_model
+
+    before = json.loads((tiny_rag / "config.json").read_text())["max_combined_length"]
+    run = tmp_path / "run"
+    rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
+           "--do_train", "--max_steps", "2", "--val_check_interval", "2", "--max_combined_length", "12",
+           "--n_val", "8", "--no-progress", "--quiet")
+    assert before != 12 and json.loads((run / "best_model" / "config.json").read_text())["max_combined_length"] == 12
+    loaded = load_model(run / "best_model")
+    docs = [{"title": ["a long title of several words"], "text": ["and a passage that goes on " * 5]}]
+    ids, _ = loaded.retriever.postprocess_docs(docs, ["a question?"], None, 1, return_tensors="pt")
+    assert ids.shape[1] == 12
+
+
 def test_question_encoder_lr_of_its_own(tmp_path, corpus_dir, tiny_rag):
     from safetensors.torch import load_file
 

@@ -50,6 +50,8 @@ class RagFineTuner(L.LightningModule):
         self._val_sums = torch.zeros(3, dtype=torch.float64)
         if self.is_rag:
             self.model.config.label_smoothing = opts.label_smoothing
+            if opts.max_combined_length:  # read by the retriever attached in `setup`, saved with the model
+                self.model.config.max_combined_length = opts.max_combined_length
         self._apply_dropout()
         if opts.freeze_embeddings:
             self._freeze_embeddings()

@@ -71,6 +71,9 @@ class TrainOptions:
     """Maximum generated answer length in prediction."""
     n_docs: int | None = None
     """Passages retrieved per question (default: the model's n_docs)."""
+    max_combined_length: int | None = None
+    """Tokens of each generator input, "title / text // question", cut at the end (RAG; default: the model's
+    max_combined_length, saved with the trained model)."""
     eval_beams: int = 1
     """Beams for generation in validation and prediction."""
     label_smoothing: float = 0.0
@@ -194,7 +197,8 @@ def _check_ranges(o: TrainOptions) -> None:
              "--test_max_target_length": o.test_max_target_length, "--num_train_epochs": o.num_train_epochs,
              "--devices": o.devices, "--gradient_accumulation_steps": o.gradient_accumulation_steps,
              "--eval_beams": o.eval_beams, "--num_retrieval_workers": o.num_retrieval_workers,
-             "--num_nodes": o.num_nodes, "--log_every_n_steps": o.log_every_n_steps, "--n_docs": o.n_docs}
+             "--num_nodes": o.num_nodes, "--log_every_n_steps": o.log_every_n_steps, "--n_docs": o.n_docs,
+             "--max_combined_length": o.max_combined_length}
     at_least_minus_one = {"--n_train": o.n_train, "--n_val": o.n_val, "--n_test": o.n_test,
                           "--max_steps": o.max_steps, "--early_stopping_patience": o.early_stopping_patience}
     at_least_zero = {"--warmup_steps": o.warmup_steps, "--save_every_n_steps": o.save_every_n_steps,
