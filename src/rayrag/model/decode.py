@@ -5,9 +5,9 @@ words before it looks words up, so decoding puts a space on both sides of every 
 generated the tokens of "Wi-Fi" reads back as "wi - fi", "Hilbert's problems" as "hilbert ' s problems". SQuAD's
 answer normalisation drops punctuation without closing the gap ("wi fi" against "wifi"), so such answers score as
 wrong although the model wrote the right tokens. `decode_answers` closes the gaps that written English does not
-have: around hyphens, en dashes, apostrophes and slashes, inside brackets, and before closing punctuation. Tokenizers whose
-decoding gives the text back as it was (BART's and T5's) are left alone; which kind a tokenizer is, is found by
-decoding a probe once.
+have: around hyphens, en dashes, apostrophes and slashes, inside brackets, and before closing punctuation.
+Tokenizers whose decoding gives the text back as it was (BART's and T5's) are left alone; which kind a tokenizer
+is, is found by decoding a probe once.
 """
 
 from __future__ import annotations
