@@ -98,7 +98,11 @@ def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), ch
         callbacks.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
     accelerator = "gpu" if opts.accelerator == "cuda" else opts.accelerator
     on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-    if opts.devices > 1 or opts.num_nodes > 1:
+    devices, num_nodes, plugins = opts.devices, opts.num_nodes, [AtomicCheckpointIO()]
+    if launched is not None:  # one device per process; the launcher's environment says who is where
+        devices, num_nodes, strategy = 1, 1, launched.strategy
+        plugins += list(launched.plugins)
+    elif devices > 1 or num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo", find_unused_parameters=True)
@@ -106,10 +110,6 @@ def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), ch
         strategy = "auto"
     precision = ("16-mixed" if on_gpu else "bf16-mixed") if opts.fp16 else "32-true"
     vci = opts.val_check_interval
-    devices, num_nodes, plugins = opts.devices, opts.num_nodes, [AtomicCheckpointIO()]
-    if launched is not None:  # one device per process; the launcher's environment says who is where
-        devices, num_nodes, strategy = 1, 1, launched.strategy
-        plugins += list(launched.plugins)
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         precision=precision, max_epochs=opts.num_train_epochs, max_steps=opts.max_steps,
