@@ -121,6 +121,41 @@ def test_max_combined_length_of_the_run_is_saved_with_the_model(tmp_path, corpus
     assert ids.shape[1] == 12
 
 
+def test_eval_n_docs_answers_from_fewer_passages_than_training_reads(tmp_path, corpus_dir, tiny_rag):
+    """--eval_n_docs: validation and --do_predict answers are generated from that many passages; training keeps
+    --n_docs. A value beyond the knowledge base is refused before training, naming the flag."""
+    run = tmp_path / "run"
+    rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
+           "--do_train", "--do_predict", "--max_steps", "2", "--val_check_interval", "2", "--n_docs", "2",
+           "--eval_n_docs", "1", "--n_val", "8", "--n_test", "6", "--no-progress", "--quiet")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_n"] == 6 and "test_recall_at_1" in metrics and "test_recall_at_2" not in metrics
+    lines = (run / "test_predictions.jsonl").read_text().splitlines()
+    assert [len(json.loads(line)["passages"]) for line in lines] == [1] * 6
+    refused = rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", tmp_path / "run2",
+                     "--model_name_or_path", tiny_rag, "--do_train", "--eval_n_docs", "1000", "--no-progress",
+                     check=False)
+    assert refused.returncode == 2
+    assert "--eval_n_docs 1000: must be between 1 and the 200 passages of" in refused.stderr
+    assert not (tmp_path / "run2" / "checkpoints").exists()
+
+    # validation generates from --eval_n_docs passages, the training loss reads --n_docs
+    from rayrag.model.checkpoint import load_model
+    from rayrag.train.module import RagFineTuner
+    from rayrag.train.options import TrainOptions
+
+    loaded = load_model(tiny_rag)
+    opts = TrainOptions(data_dir=corpus_dir / "data", output_dir=tmp_path / "run3", model_name_or_path=tiny_rag,
+                        do_train=True, n_docs=2, eval_n_docs=1)
+    module = RagFineTuner(opts, loaded, [])
+    enc = loaded.question_tokenizer(["where was x born?", "what is y?"], return_tensors="pt", padding=True)
+    labels = loaded.generator_tokenizer(["a", "b"], return_tensors="pt", padding=True)["input_ids"]
+    with loaded.retriever.capture() as calls:
+        module.generate(enc["input_ids"], enc["attention_mask"], max_length=4)
+        module.forward_loss({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    assert [c.ids.shape for c in calls] == [(2, 1), (2, 2)]
+
+
 def test_question_encoder_lr_of_its_own(tmp_path, corpus_dir, tiny_rag):
     from safetensors.torch import load_file
 

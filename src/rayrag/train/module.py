@@ -46,6 +46,7 @@ class RagFineTuner(L.LightningModule):
         self.client = None
         self.resumed_step: int | None = None
         self.n_docs = opts.n_docs or (self.model.config.n_docs if self.is_rag else None)
+        self.eval_n_docs = opts.eval_n_docs or self.n_docs  # validation answers read this many passages
         self.save_hyperparameters({k: str(v) for k, v in asdict(opts).items()})
         self._val_sums = torch.zeros(3, dtype=torch.float64)
         if self.is_rag:
@@ -88,6 +89,8 @@ class RagFineTuner(L.LightningModule):
             attach_retriever(self.model, self.loaded.question_tokenizer, self.loaded.generator_tokenizer,
                              self.client, where=str(self.opts.model_name_or_path))
             self.client.check_k(self.n_docs)
+            if self.eval_n_docs != self.n_docs:
+                self.client.check_k(self.eval_n_docs, "--eval_n_docs")
 
     def teardown(self, stage: str) -> None:
         if self.client is not None:
@@ -183,7 +186,7 @@ class RagFineTuner(L.LightningModule):
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, num_beams=self.opts.eval_beams,
                       max_length=max_length)
         if self.is_rag:
-            kwargs["n_docs"] = self.n_docs
+            kwargs["n_docs"] = self.eval_n_docs
         out = self.model.generate(**kwargs)
         return decode_answers(self.loaded.generator_tokenizer, out)
 

@@ -71,6 +71,10 @@ class TrainOptions:
     """Maximum generated answer length in prediction."""
     n_docs: int | None = None
     """Passages retrieved per question (default: the model's n_docs)."""
+    eval_n_docs: int | None = None
+    """Passages each validation and --do_predict answer is generated from (RAG; default: --n_docs). Training
+    still marginalises over --n_docs passages, which is what trains the question encoder; answering from fewer
+    (1: the best passage alone) keeps RAG-token from mixing several passages' words into one answer."""
     max_combined_length: int | None = None
     """Tokens of each generator input, "title / text // question", cut at the end (RAG; default: the model's
     max_combined_length, saved with the trained model)."""
@@ -198,7 +202,7 @@ def _check_ranges(o: TrainOptions) -> None:
              "--devices": o.devices, "--gradient_accumulation_steps": o.gradient_accumulation_steps,
              "--eval_beams": o.eval_beams, "--num_retrieval_workers": o.num_retrieval_workers,
              "--num_nodes": o.num_nodes, "--log_every_n_steps": o.log_every_n_steps, "--n_docs": o.n_docs,
-             "--max_combined_length": o.max_combined_length}
+             "--eval_n_docs": o.eval_n_docs, "--max_combined_length": o.max_combined_length}
     at_least_minus_one = {"--n_train": o.n_train, "--n_val": o.n_val, "--n_test": o.n_test,
                           "--max_steps": o.max_steps, "--early_stopping_patience": o.early_stopping_patience}
     at_least_zero = {"--warmup_steps": o.warmup_steps, "--save_every_n_steps": o.save_every_n_steps,

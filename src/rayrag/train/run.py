@@ -235,7 +235,8 @@ def _predict_test(opts: TrainOptions, model_dir: Path, kb: KbLocation | None, ou
     loaded = load_model(model_dir, kb=kb, info=info)
     test_ex = load_split(opts.data_dir, "test", opts.n_test)
     preds = predict(loaded, [e.question for e in test_ex], batch_size=opts.eval_batch_size,
-                    num_beams=opts.eval_beams, max_length=opts.test_max_target_length, n_docs=opts.n_docs,
+                    num_beams=opts.eval_beams, max_length=opts.test_max_target_length,
+                    n_docs=opts.eval_n_docs or opts.n_docs,
                     max_source_length=opts.max_source_length, progress=opts.progress)
     write_predictions(out, preds, test_ex)
     return {f"test_{k}": v for k, v in score(preds, test_ex).items()}
