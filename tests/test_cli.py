@@ -111,9 +111,10 @@ def test_max_combined_length_of_the_run_is_saved_with_the_model(tmp_path, corpus
 
     before = json.loads((tiny_rag / "config.json").read_text())["max_combined_length"]
     run = tmp_path / "run"
-    rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
-           "--do_train", "--max_steps", "2", "--val_check_interval", "2", "--max_combined_length", "12",
-           "--n_val", "8", "--no-progress", "--quiet")
+    quiet = rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
+                   "--do_train", "--max_steps", "2", "--val_check_interval", "2", "--max_combined_length", "12",
+                   "--n_val", "8", "--no-progress", "--quiet")
+    assert "GPU available" not in quiet.stdout + quiet.stderr  # --quiet quiets Lightning too
     assert before != 12 and json.loads((run / "best_model" / "config.json").read_text())["max_combined_length"] == 12
     loaded = load_model(run / "best_model")
     docs = [{"title": ["a long title of several words"], "text": ["and a passage that goes on " * 5]}]
@@ -125,9 +126,10 @@ def test_eval_n_docs_answers_from_fewer_passages_than_training_reads(tmp_path, c
     """--eval_n_docs: validation and --do_predict answers are generated from that many passages; training keeps
     --n_docs. A value beyond the knowledge base is refused before training, naming the flag."""
     run = tmp_path / "run"
-    rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
-           "--do_train", "--do_predict", "--max_steps", "2", "--val_check_interval", "2", "--n_docs", "2",
-           "--eval_n_docs", "1", "--n_val", "8", "--n_test", "6", "--no-progress", "--quiet")
+    proc = rayrag("train", "--data_dir", corpus_dir / "data", "--output_dir", run, "--model_name_or_path", tiny_rag,
+                  "--do_train", "--do_predict", "--max_steps", "2", "--val_check_interval", "2", "--n_docs", "2",
+                  "--eval_n_docs", "1", "--n_val", "8", "--n_test", "6", "--no-progress")
+    assert proc.stderr.count("GPU available") == 1, proc.stderr  # Lightning's lines once, in rayrag's format
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_n"] == 6 and "test_recall_at_1" in metrics and "test_recall_at_2" not in metrics
     lines = (run / "test_predictions.jsonl").read_text().splitlines()

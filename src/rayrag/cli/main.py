@@ -25,6 +25,8 @@ VERBS = {
     "tune": "rayrag.cli.tune",
     "bench retrieval": "rayrag.cli.bench",
 }
+TRAINING_VERBS = ("demo", "train", "tune")
+"""Verbs that run Lightning (their logging is routed by `_route_lightning_logs`)."""
 GROUPS = {"bench": "benchmarks: `bench retrieval` times local, pytorch and ray retrieval side by side"}
 """Verbs of two words: the help line of their first word."""
 
@@ -67,9 +69,11 @@ def pick_verb(argv: list[str]) -> tuple[str, list[str]]:
     raise SystemExit(2)
 
 
-def _setup_logging(debug: bool, quiet: bool) -> None:
+def _setup_logging(debug: bool, quiet: bool, trains: bool = False) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if trains:
+        _route_lightning_logs(level)
     for noisy in ("urllib3", "filelock", "fsspec", "datasets", "httpx", "torch.distributed", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,6 +90,19 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _route_lightning_logs(level: int) -> None:
+    """Lightning's messages through the handler above, once, at the command's level. Importing `lightning` gives its
+    logger a console handler of its own at INFO that also propagates to the root: every line printed twice, and
+    printed under --quiet. Imported here, by the verbs that train (they import it anyway), to undo that."""
+    import lightning  # noqa: F401  (installs the handler removed below)
+
+    root = logging.getLogger("lightning")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     from rayrag.cli.parse import parse
 
@@ -96,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentError as e:
         print(f"rayrag {verb}: error: {e}", file=sys.stderr)
         return 2
-    _setup_logging(common.debug, common.quiet)
+    _setup_logging(common.debug, common.quiet, trains=verb in TRAINING_VERBS)
     try:
         opts.validate()
         return int(module.run(opts.resolved(), common.quiet) or 0)
