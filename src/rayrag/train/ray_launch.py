@@ -141,7 +141,13 @@ class ReportCheckpoint(Checkpoint):
             elif written is not None:
                 _link_or_copy(written, target)
             elif trainer.is_global_zero:  # not expected: a ModelCheckpoint saved, but not through this process's IO
-                trainer.strategy.checkpoint_io.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(), target)
+                module = trainer.lightning_module
+                module.gather_rng = False  # rank 0 alone: no collective (the other ranks restore rank 0's RNG)
+                try:
+                    trainer.strategy.checkpoint_io.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(),
+                                                                   target)
+                finally:
+                    module.gather_rng = True
             checkpoint = ray.train.Checkpoint.from_directory(tmp) if trainer.is_global_zero else None
             ray.train.report(metrics, checkpoint=checkpoint)
         log.info("reported the checkpoint of step %d to Ray Train (%s)", step,
