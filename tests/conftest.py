@@ -6,6 +6,7 @@ Everything is built once per test session in a temporary directory, through the 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import subprocess
 import sys
@@ -108,3 +109,9 @@ def three_node_cluster(head_resources: dict | None = None):
         yield c
     finally:
         c.shutdown()
+
+
+def train_rows(out: Path) -> list[tuple[int, float]]:
+    """(step, train_loss_step) of every logged training step."""
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        return [(int(r["step"]), float(r["train_loss_step"])) for r in csv.DictReader(f) if r.get("train_loss_step")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import tempfile
 import pytest
 import torch
 
-from conftest import rayrag
+from conftest import rayrag, train_rows
 from rayrag.train.run import AtomicCheckpointIO
 
 
@@ -66,12 +65,7 @@ def test_a_two_process_run_resumed_equals_an_uninterrupted_one_exactly(tmp_path,
     assert crashed.returncode == 17
     assert _weights(tmp_path / "crash")[0] == 2
     rayrag(*args, "--output_dir", tmp_path / "crash", "--resume")
-
-    def losses(run):
-        with open(run / "logs" / "metrics.csv", newline="") as f:
-            return {int(r["step"]): float(r["train_loss_step"]) for r in csv.DictReader(f) if r.get("train_loss_step")}
-
-    assert losses(tmp_path / "crash") == losses(tmp_path / "clean")
+    assert train_rows(tmp_path / "crash") == train_rows(tmp_path / "clean")  # every step once, equal losses
     (step_clean, clean), (step_resumed, resumed) = _weights(tmp_path / "clean"), _weights(tmp_path / "crash")
     assert step_clean == step_resumed == 8
     assert all(torch.equal(resumed[name], tensor) for name, tensor in clean.items())

@@ -12,7 +12,6 @@ run was still training at that moment, so no test can pass because its fault cam
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import re
@@ -29,6 +28,7 @@ import pytest
 import torch
 
 from _fixtures_backends import child_env, port_closed, ray_head
+from conftest import train_rows
 
 pytestmark = pytest.mark.slow  # every test here trains through the CLI or runs a Ray cluster
 
@@ -150,12 +150,6 @@ def gone(proc: psutil.Process) -> bool:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def train_rows(out: Path) -> list[tuple[int, float]]:
-    """(step, train_loss_step) of every logged training step."""
-    with open(out / "logs" / "metrics.csv", newline="") as f:
-        return [(int(r["step"]), float(r["train_loss_step"])) for r in csv.DictReader(f) if r.get("train_loss_step")]
 
 
 def profile(out: Path) -> dict:
