@@ -80,7 +80,7 @@ def dump_options(opts: Any) -> str:
 def write_config(opts: Any, directory: Path, name: str = CONFIG_FILE) -> Path:
     """Write `opts` as `directory/name` (default config.yaml), which `rayrag VERB --config FILE` reads back;
     returns its path."""
-    from rayrag.io import atomic_write_text
+    from rayrag.atomic import atomic_write_text
 
     path = Path(directory) / name
     path.parent.mkdir(parents=True, exist_ok=True)

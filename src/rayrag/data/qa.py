@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
-from rayrag.io import SkippedRows, has_undecodable, json_lines, read_text, split_lines
+from rayrag.text import SkippedRows, has_undecodable, json_lines, read_text, split_lines
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Build a knowledge base directory: documents -> passages -> vectors -> FAISS index, written atomically.
 
 Everything is written into a temporary sibling directory and renamed into place at the end
-(`rayrag.io.atomic_dir`), so a crash or a kill never leaves a half-built knowledge base under the
+(`rayrag.atomic.atomic_dir`), so a crash or a kill never leaves a half-built knowledge base under the
 final name.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from rayrag import encoders
 from rayrag.data.documents import ReadReport, read_documents, split_passages
 from rayrag.errors import RayragError
-from rayrag.io import atomic_dir
+from rayrag.atomic import atomic_dir
 from rayrag.kb import faiss_index
 from rayrag.kb.faiss_index import IndexParams
 from rayrag.kb.manifest import INDEX_FILE, PASSAGES_DIR, Manifest, describe_files

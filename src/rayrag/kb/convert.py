@@ -4,7 +4,7 @@
         --out kb/
 
 The source is opened and checked as `KnowledgeBase` opens it (kb/reference.py) and never written to.
-The new directory, written atomically (`rayrag.io.atomic_dir`), holds:
+The new directory, written atomically (`rayrag.atomic.atomic_dir`), holds:
 - passages/: title, text and the stored embeddings as fixed-size float32 vectors (Arrow to Arrow, no
   model runs and no copy of the table in memory);
 - index.faiss: with `index_type` None, the source's own index file, copied byte for byte (its
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rayrag.errors import RayragError
-from rayrag.io import atomic_dir
+from rayrag.atomic import atomic_dir
 from rayrag.kb import faiss_index
 from rayrag.kb.build import BuildReport, passage_features
 from rayrag.kb.faiss_index import IndexParams

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rayrag.errors import RayragError
-from rayrag.io import atomic_write_text
+from rayrag.atomic import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

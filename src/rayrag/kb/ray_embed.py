@@ -38,7 +38,7 @@ import numpy as np
 
 from rayrag import encoders
 from rayrag.errors import RayragError
-from rayrag.io import atomic_write_text, atomic_write_with, remove_stale_temporaries
+from rayrag.atomic import atomic_write_text, atomic_write_with, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
-from rayrag.io import atomic_dir
+from rayrag.atomic import atomic_dir
 from rayrag.kb.layout import KbLocation, from_flags, from_pair
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _kb_of_config(cfg: dict, config: Path) -> KbLocation | None:
 
 def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokenizer, info: ModelInfo,
                overwrite: bool = True) -> Path:
-    """Write a model directory atomically (`rayrag.io.atomic_dir`): into a temporary sibling, fsynced,
+    """Write a model directory atomically (`rayrag.atomic.atomic_dir`): into a temporary sibling, fsynced,
     then renamed into place; an existing `out_dir` is refused unless `overwrite`."""
     from transformers import RagTokenizer
 

@@ -23,7 +23,7 @@ from rayrag.data.qa import has_split, load_split
 from rayrag.distributed import barrier, is_first_process
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
-from rayrag.io import atomic_write_text, atomic_write_with
+from rayrag.atomic import atomic_write_text, atomic_write_with
 from rayrag.kb.layout import KbLocation, from_flags
 from rayrag.model.checkpoint import (KB_FIX, ModelInfo, check_pooling, load_model, read_info, record_kb, save_model,
                                      with_type)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file, fsyncs it and renames it into place
-    (`rayrag.io.atomic_write_with`): a crash mid-write leaves the previous checkpoint whole and no
+    (`rayrag.atomic.atomic_write_with`): a crash mid-write leaves the previous checkpoint whole and no
     partial file under the checkpoint's name; temporaries of killed runs are removed by the next write."""
 
     last_saved: tuple[int, Path] | None = None

@@ -24,7 +24,7 @@ import psutil
 from ray.tune import Callback
 
 from rayrag.bench.memory import kb_file_pss, pss
-from rayrag.io import atomic_write_text
+from rayrag.atomic import atomic_write_text
 from rayrag.kb.manifest import INDEX_FILE
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayrag.io import atomic_write_text
+from rayrag.atomic import atomic_write_text
 from rayrag.train.options import TrainOptions
 from rayrag.tune.space import Dimension
 from rayrag.tune.trial import CHECKPOINT_FILE, FINISHED_FILE

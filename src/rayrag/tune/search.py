@@ -19,7 +19,7 @@ from pathlib import Path
 from rayrag.config import write_config
 from rayrag.data.qa import load_split
 from rayrag.errors import RayragError
-from rayrag.io import atomic_write_text
+from rayrag.atomic import atomic_write_text
 from rayrag.kb.layout import from_flags
 from rayrag.model.checkpoint import KB_FIX, read_info, with_type
 from rayrag.retrieval.ray.config import NAMESPACE

@@ -46,7 +46,7 @@ def run_trial(config: dict, base: TrainOptions, spec: str | None) -> None:
     """Train with `base` updated by `config` (option -> sampled value) in the trial's own directory, attached
     to the service of `spec` (None: the trial opens its own, as `rayrag train` does)."""
     import ray.tune
-    from rayrag.io import atomic_write_text
+    from rayrag.atomic import atomic_write_text
     from rayrag.train.run import train
 
     trial_dir = Path(ray.tune.get_context().get_trial_dir())
