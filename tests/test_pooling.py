@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import assert_same_loss
-from rayrag import encoders, pooling
+from rayrag import encoders
+from rayrag.encoders import pooling
 from rayrag.errors import RayragError
 from rayrag.kb.build import write_knowledge_base
 from rayrag.kb.manifest import MANIFEST, Manifest
@@ -167,7 +168,7 @@ def test_train_refuses_a_model_whose_pooling_differs_from_the_knowledge_base(bui
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_plain_transformers_loads_a_mean_model_once_rayrag_pooling_is_imported(built):
+def test_plain_transformers_loads_a_mean_model_once_rayrag_encoders_is_imported(built):
     """`RagRetriever`/`RagTokenForGeneration.from_pretrained` work unchanged: same question vectors, passages and
     loss as rayrag's own loading."""
     from transformers import RagRetriever, RagTokenForGeneration
@@ -178,19 +179,77 @@ def test_plain_transformers_loads_a_mean_model_once_rayrag_pooling_is_imported(b
     assert_same_loss(plain, load_model(built["rag_mean"]), QUESTIONS, ["rome", "vienna"])
 
 
-@pytest.mark.slow
-def test_plain_transformers_without_rayrag_refuses_a_mean_model_but_loads_a_cls_one(built):
-    """A fresh interpreter that never imports rayrag: the cls model loads, the mean one is refused by name (never
-    silently pooled by the first token)."""
+# What a user of plain transformers writes (README), run where rayrag is never imported: the cls model loads as it
+# is; the mean one is refused by name without its code, and loads with it (auto_map + trust_remote_code).
+PLAIN_USER = """
+import json, sys
+import torch
+from transformers import AutoConfig, RagRetriever, RagTokenForGeneration, RagTokenizer
+
+cls_dir, mean_dir, questions, answers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+RagTokenForGeneration.from_pretrained(cls_dir)
+try:
+    RagRetriever.from_pretrained(mean_dir)
+    refused = None
+except KeyError as e:
+    refused = str(e)
+
+config = AutoConfig.from_pretrained(mean_dir, trust_remote_code=True)  # runs mean_dir/mean_pooling_dpr.py
+retriever = RagRetriever.from_pretrained(mean_dir, config=config)
+model = RagTokenForGeneration.from_pretrained(mean_dir, config=config, retriever=retriever).eval()
+tokenizer = RagTokenizer.from_pretrained(mean_dir, config=config)
+
+enc = tokenizer(questions, return_tensors="pt", padding=True)
+labels = tokenizer.generator(answers, return_tensors="pt", padding=True)["input_ids"]
+with torch.no_grad():
+    q = model.question_encoder(enc["input_ids"], attention_mask=enc["attention_mask"])[0]
+    ids = retriever(enc["input_ids"].numpy(), q.numpy(), return_tensors="np")["doc_ids"]
+    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels, reduce_loss=True)
+    generated = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=8,
+                               do_sample=False)
+assert not [m for m in sys.modules if m.split(".")[0] == "rayrag"], "rayrag was imported"
+print(json.dumps({"refused": refused, "encoder": type(model.question_encoder).__name__, "ids": ids.tolist(),
+                  "doc_scores": out.doc_scores.tolist(), "loss": out.loss.item(), "generated": generated.tolist(),
+                  "answers": tokenizer.batch_decode(generated, skip_special_tokens=True)}))
+"""
+
+
+def test_plain_transformers_without_rayrag_loads_a_mean_model_by_its_saved_code(built, tmp_path):
+    """A fresh interpreter that never imports rayrag opens the mean model as the README says (its code from the model
+    directory, `trust_remote_code=True`): the same retrieved passages, passage scores, loss and generated answers as
+    rayrag's own loading; without that step it is refused by name, never silently pooled by the first token."""
     import subprocess
     import sys
 
-    code = ("import sys; from transformers import RagTokenForGeneration\n"
-            "RagTokenForGeneration.from_pretrained(sys.argv[1])\n"
-            "assert 'rayrag' not in ' '.join(sys.modules)\n"
-            "try:\n    RagTokenForGeneration.from_pretrained(sys.argv[2])\n"
-            "except (KeyError, ValueError) as e:\n    print('refused:', e)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(built["rag_cls"]), str(built["rag_mean"])],
-                          capture_output=True, text=True, timeout=300)
+    from rayrag.model.checkpoint import AUTO_CONFIG, CODE_MODULE
+
+    mean_dir = built["rag_mean"]
+    assert json.loads((mean_dir / "config.json").read_text())["auto_map"] == {"AutoConfig": AUTO_CONFIG}
+    assert (mean_dir / f"{CODE_MODULE}.py").is_file()
+    assert not (built["rag_cls"] / f"{CODE_MODULE}.py").exists()
+    assert "auto_map" not in json.loads((built["rag_cls"] / "config.json").read_text())
+    answers = ["rome", "vienna"]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    proc = subprocess.run([sys.executable, "-c", PLAIN_USER, str(built["rag_cls"]), str(mean_dir),
+                           json.dumps(QUESTIONS), json.dumps(answers)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "refused:" in proc.stdout and "rayrag_dpr_mean" in proc.stdout
+    plain = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "rayrag_dpr_mean" in plain["refused"]
+    assert plain["encoder"] == "MeanPoolingQuestionEncoder"
+
+    ours = load_model(mean_dir)
+    enc = ours.question_tokenizer(QUESTIONS, return_tensors="pt", padding=True)
+    labels = ours.generator_tokenizer(answers, return_tensors="pt", padding=True)["input_ids"]
+    with torch.no_grad():
+        q = ours.model.question_encoder(enc["input_ids"], attention_mask=enc["attention_mask"])[0].numpy()
+        out = ours.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+                         reduce_loss=True)
+        generated = ours.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                        max_new_tokens=8, do_sample=False)
+    assert plain["ids"] == ours.retriever.retrieve(q, 2)[1].tolist()
+    np.testing.assert_allclose(plain["doc_scores"], out.doc_scores.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(plain["loss"], out.loss.item(), rtol=1e-4)
+    assert plain["generated"] == generated.tolist()
+    assert plain["answers"] == ours.generator_tokenizer.batch_decode(generated, skip_special_tokens=True)

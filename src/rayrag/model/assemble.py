@@ -46,8 +46,8 @@ class InitOptions:
     pooling: str | None = None
     """How the question encoder pools its token vectors: `cls` or `mean`; default (and the only value accepted):
     the knowledge base's (its manifest's `pooling`; `cls` for a Hugging Face RAG knowledge base), so questions and
-    passages are pooled alike. A `mean` model directory needs `import rayrag.pooling` before plain transformers
-    loads it (README)."""
+    passages are pooled alike. A `mean` model directory carries its question encoder's code: plain transformers
+    loads it after `AutoConfig.from_pretrained(dir, trust_remote_code=True)` (README)."""
     generator: str = "minilm"
     """Generator: `minilm`, `bert2bert:PATH`, `tiny-bart`, `tiny-t5`, or a hub name / path."""
     generator_encoder_layers: int = 0

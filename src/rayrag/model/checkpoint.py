@@ -5,13 +5,16 @@ A RAG directory loads with plain transformers too (`RagTokenForGeneration.from_p
 
     MODEL_DIR/config.json, model.safetensors, generation_config.json
     MODEL_DIR/question_encoder_tokenizer/, generator_tokenizer/   (RAG)  or tokenizer files (seq2seq)
+    MODEL_DIR/mean_pooling_dpr.py   (RAG with a mean-pooling question encoder: its code, for plain transformers)
     MODEL_DIR/rayrag.json   {"model_type": ..., "kb": absolute knowledge base path or null
                              [, "index_path": its FAISS file, for a Hugging Face RAG knowledge base]}
 
-The question encoder's config records its pooling (`rayrag.pooling`): model type `dpr` pools by the first token
-(plain transformers loads it), `rayrag_dpr_mean` by the mean of the tokens (transformers loads it once
-`rayrag.pooling` is imported, which this module does); a model is used only with a knowledge base of the same
-pooling (`check_pooling`).
+The question encoder's config records its pooling (`rayrag.encoders.pooling`): model type `dpr` pools by the first
+token (plain transformers loads it), `rayrag_dpr_mean` by the mean of the tokens. A mean-pooled directory carries
+that encoder's code (`mean_pooling_dpr.py`, torch and transformers only) named by `auto_map` in config.json, so
+plain transformers loads it after `AutoConfig.from_pretrained(dir, trust_remote_code=True)`, and rayrag once
+`rayrag.encoders` is imported (this module does); a model is used only with a knowledge base of the same pooling
+(`check_pooling`).
 
 A RAG directory saved by plain transformers (no rayrag.json) works as well: its type comes from the
 config's architectures, its knowledge base from the config's passages_path/index_path. `--model_type`
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +42,9 @@ RAG_TYPES = ("rag_sequence", "rag_token")
 SEQ2SEQ_TYPES = ("bart", "t5", "seq2seq")
 MODEL_TYPES = RAG_TYPES + SEQ2SEQ_TYPES
 KB_FIX = "pass --kb KB_DIR, or --passages_path P --index_path I for a Hugging Face RAG knowledge base"
+CODE_MODULE = "mean_pooling_dpr"
+"""The file (`CODE_MODULE`.py) a mean-pooled RAG directory carries: `rayrag/encoders/mean_pooling_dpr.py`."""
+AUTO_CONFIG = f"{CODE_MODULE}.MeanPoolingRagConfig"
 
 
 @dataclass
@@ -151,10 +158,34 @@ def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokeniz
         model.save_pretrained(tmp)
         if info.is_rag:
             RagTokenizer(question_encoder=question_tokenizer, generator=generator_tokenizer).save_pretrained(tmp)
+            write_encoder_code(tmp, model.config.question_encoder)
         else:
             generator_tokenizer.save_pretrained(tmp)
         (tmp / INFO_FILE).write_text(info.to_json(), encoding="utf-8")
     return out
+
+
+def write_encoder_code(model_dir: Path, question_encoder_config) -> None:
+    """Make a saved RAG directory open in plain transformers whatever its pooling: a mean-pooled question encoder's
+    code is copied in (`CODE_MODULE`.py, importing only torch and transformers) and config.json's `auto_map` names it
+    for `AutoConfig`, so `AutoConfig.from_pretrained(dir, trust_remote_code=True)` registers the encoder before
+    `RagRetriever`/`Rag*ForGeneration.from_pretrained(dir)` read the config; a first-token one (transformers' own
+    `DPRQuestionEncoder`) needs neither, and loses an `auto_map` entry copied from a mean-pooled config."""
+    from rayrag.encoders import mean_pooling_dpr, pooling
+
+    config_file = Path(model_dir) / "config.json"
+    data = json.loads(config_file.read_text(encoding="utf-8"))
+    auto_map = dict(data.get("auto_map") or {})
+    if pooling.of_question_encoder(question_encoder_config) == "mean":
+        shutil.copyfile(mean_pooling_dpr.__file__, Path(model_dir) / f"{CODE_MODULE}.py")
+        auto_map["AutoConfig"] = AUTO_CONFIG
+    elif auto_map.get("AutoConfig") == AUTO_CONFIG:
+        del auto_map["AutoConfig"]
+    if auto_map:
+        data["auto_map"] = auto_map
+    else:
+        data.pop("auto_map", None)
+    config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 @dataclass
@@ -177,7 +208,7 @@ def load_model(model_dir: str | Path, *, kb: KbLocation | str | Path | None = No
     instead of reading the directory's (already typed)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, RagConfig, RagTokenizer
 
-    import rayrag.pooling  # noqa: F401  (registers the mean-pooling question encoder with transformers)
+    import rayrag.encoders  # noqa: F401  (registers the mean-pooling question encoder with transformers)
 
     model_dir = Path(model_dir)
     info = info or with_type(read_info(model_dir), model_type, str(model_dir))
@@ -226,7 +257,7 @@ def kb_pooling(kb: KbLocation) -> str:
 def check_pooling(model, kb: KbLocation, where: str) -> None:
     """Refuse a RAG model whose question encoder pools differently from the knowledge base's vectors (one line
     naming both and the fix)."""
-    from rayrag import pooling
+    from rayrag.encoders import pooling
 
     pooling.check(pooling.of_question_encoder(model.config.question_encoder), kb_pooling(kb), where, str(kb))
 

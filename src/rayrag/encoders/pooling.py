@@ -13,11 +13,12 @@ The knowledge base's manifest and the RAG model's question encoder both record t
 used with a knowledge base of the same pooling (`check`).
 
 A `cls` question encoder is transformers' own `DPRQuestionEncoder`, so its model directory loads with plain
-transformers. A `mean` question encoder is `MeanPoolingQuestionEncoder`: the same class and weights with the
-pooling changed, registered with transformers' Auto classes under the config type `rayrag_dpr_mean` when this
-module is imported. `RagTokenForGeneration.from_pretrained` (which makes the question encoder with `AutoModel`)
-then loads it unchanged; without `import rayrag.pooling` it refuses the unknown config type instead of silently
-pooling the other way.
+transformers. A `mean` question encoder is `MeanPoolingQuestionEncoder` (`mean_pooling_dpr`, a file that imports only
+torch and transformers): the same class and weights with the pooling changed, registered with transformers' Auto
+classes under the config type `rayrag_dpr_mean` when `rayrag.encoders` is imported. `save_model` copies that file into
+the model directory and names it in `config.json`'s `auto_map`, so plain transformers loads the directory after
+`AutoConfig.from_pretrained(DIR, trust_remote_code=True)`; without it transformers refuses the unknown config type
+instead of silently pooling the other way.
 """
 
 from __future__ import annotations
@@ -26,20 +27,18 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, DPRConfig, DPRQuestionEncoder
-from transformers.models.dpr.modeling_dpr import DPRQuestionEncoderOutput
+from transformers import DPRConfig
 
+from rayrag.encoders.mean_pooling_dpr import (DEFAULT_SCORE_SCALE, MEAN_MODEL_TYPE, MeanPoolingDPRConfig,
+                                              MeanPoolingQuestionEncoder, mean_pool)
 from rayrag.errors import RayragError
+
+__all__ = ["AUTO", "DEFAULT_SCORE_SCALE", "MEAN_MODEL_TYPE", "POOLINGS", "MeanPoolingDPRConfig",
+           "MeanPoolingQuestionEncoder", "check", "detect", "mean_pool", "of_question_encoder", "pool",
+           "question_encoder_config", "resolve"]
 
 POOLINGS = ("cls", "mean")
 AUTO = "auto"
-MEAN_MODEL_TYPE = "rayrag_dpr_mean"
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token vectors `hidden` (B, S, d) over the tokens where `attention_mask` (B, S) is 1 -> (B, d)."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -48,48 +47,6 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     if pooling == "mean":
         return torch.nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
     return hidden[:, 0]
-
-
-DEFAULT_SCORE_SCALE = 20.0
-
-
-class MeanPoolingDPRConfig(DPRConfig):
-    """A `DPRConfig` whose encoder pools by the normalised mean of its tokens, times `score_scale` (a config attribute;
-    default 20)."""
-
-    model_type = MEAN_MODEL_TYPE
-
-
-class MeanPoolingQuestionEncoder(DPRQuestionEncoder):
-    """`DPRQuestionEncoder` (same weights, same names) whose vector is the L2-normalised mean of the question's token
-    vectors under the attention mask, times `config.score_scale`, instead of the first token's; the projection, if the
-    config has one, applies before normalising."""
-
-    config_class = MeanPoolingDPRConfig
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if attention_mask is None:
-            attention_mask = (torch.ones(inputs_embeds.shape[:-1], device=inputs_embeds.device) if input_ids is None
-                              else (input_ids != self.config.pad_token_id))
-        encoder = self.question_encoder
-        out = encoder.bert_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                                 inputs_embeds=inputs_embeds, output_attentions=bool(output_attentions),
-                                 output_hidden_states=bool(output_hidden_states), return_dict=True)
-        pooled = mean_pool(out.last_hidden_state, attention_mask)
-        if encoder.projection_dim > 0:
-            pooled = encoder.encode_proj(pooled)
-        scale = float(getattr(self.config, "score_scale", DEFAULT_SCORE_SCALE))
-        pooled = torch.nn.functional.normalize(pooled, dim=-1) * scale
-        if not return_dict:
-            return tuple(v for v in (pooled, out.hidden_states, out.attentions) if v is not None)
-        return DPRQuestionEncoderOutput(pooler_output=pooled, hidden_states=out.hidden_states,
-                                        attentions=out.attentions)
-
-
-AutoConfig.register(MEAN_MODEL_TYPE, MeanPoolingDPRConfig, exist_ok=True)
-AutoModel.register(MeanPoolingDPRConfig, MeanPoolingQuestionEncoder, exist_ok=True)
 
 
 def of_question_encoder(config) -> str:

