@@ -3,7 +3,7 @@
     python scripts/index_ray_throughput.py --out runs/index_ray --entities 400 10000
     python scripts/index_ray_throughput.py --out runs/index_ray --wiki_like 256 --runs plain
 
-Corpora are synthetic (`rayrag.data.synthetic`, one short document per fact, so 400 entities make the demo's 2,000
+Corpora are synthetic (`rayrag.tasks.synthetic`, one short document per fact, so 400 entities make the demo's 2,000
 passages and 10,000 entities 50,000). `--wiki_like N` instead makes N passages of 100 words (synthetic facts run
 together, about the length of the 21M Wikipedia passages of DPR) embedded by a DPR-base-sized context encoder (768-d,
 12 layers, random weights: its speed does not depend on the weights) with one thread: the per-CPU-worker rate to
@@ -25,7 +25,7 @@ RUNS = {"plain": None, "ray1": 1, "ray2": 2}
 
 
 def make_docs(path: Path, entities: int, wiki_like: int = 0) -> None:
-    from rayrag.data.synthetic import make_corpus
+    from rayrag.tasks.synthetic import make_corpus
 
     corpus = make_corpus(max(entities, 3), seed=0)
     docs = corpus.documents

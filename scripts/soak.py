@@ -5,7 +5,7 @@ steps, the same validation EM at every validation, and the same retrieved ids at
     python scripts/soak.py --out runs/soak                 # 250 steps per run: 2 x about 9 minutes on 2 cores
     python scripts/soak.py --out runs/soak --steps 150     # shorter (validation EM is still low at 150 steps)
 
-It builds the demo's task (`rayrag.data.synthetic.make_corpus`: questions about invented entities, a
+It builds the demo's task (`rayrag.tasks.synthetic.make_corpus`: questions about invented entities, a
 MiniLM knowledge base, a RAG-token model with a MiniLM-warm-started generator, trained with the demo's
 settings, so validation EM rises well above 0 within the run) unless --model tiny is
 given (a random tiny encoder and BART: fast, but its EM stays near 0). Training runs through the real
@@ -44,7 +44,7 @@ def rayrag(*args, log: Path | None = None, timeout: float = 3600) -> None:
 
 def prepare(out: Path, entities: int, model: str, seed: int) -> tuple[Path, Path]:
     """The demo's corpus, a knowledge base and an initial RAG model under `out`; returns (data_dir, model_dir)."""
-    from rayrag.data.synthetic import make_corpus, write_corpus
+    from rayrag.tasks.synthetic import make_corpus, write_corpus
 
     data, kb, init = out / "data", out / "kb", out / f"model-init-{model}"
     if not (data / "train.source").is_file():

@@ -1,4 +1,4 @@
-"""The real-text task (`rayrag.data.realtext`, scripts/realtext.py): which articles get questions, the split, and the
+"""The real-text task (`rayrag.tasks.realtext`, scripts/realtext.py): which articles get questions, the split, and the
 files `rayrag index` / `rayrag train` read. The package's own data is checked where it is installed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rayrag.data import realtext
+from rayrag.tasks import realtext
 from rayrag.data.documents import read_documents
 from rayrag.data.qa import load_split
 from rayrag.errors import RayragError

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from rayrag.cli.aliases import dashed, negations
-from rayrag.demo import DemoOptions
+from rayrag.tasks.demo import DemoOptions
 
 HELP = "the built-in end-to-end job: synthetic knowledge base -> fine-tuned RAG -> scores"
 OPTIONS = DemoOptions
@@ -24,7 +24,7 @@ ALIASES = {**dashed(DemoOptions), **negations(DemoOptions, dash=True)}  # --trai
 
 def run(opts: DemoOptions, quiet: bool) -> int:
     from rayrag.config import write_config
-    from rayrag.demo import format_report, run_demo
+    from rayrag.tasks.demo import format_report, run_demo
 
     write_config(opts, opts.out)
     report = run_demo(opts, progress=not quiet)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rayrag.data.qa import load_split
-from rayrag.data.synthetic import make_corpus, write_corpus
+from rayrag.tasks.synthetic import make_corpus, write_corpus
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
 from rayrag.model.checkpoint import load_model
@@ -74,6 +74,23 @@ class DemoOptions:
         return replace(self)
 
 
+RAG_ONLY = ("n_docs", "question_encoder_lr", "max_time_minutes")
+"""Settings of the RAG run that the closed-book run does without (it trains for as many steps as the RAG run)."""
+
+
+def train_settings(opts: DemoOptions, rag: bool = True) -> dict:
+    """The `rayrag train` options of the demo's RAG run (`rag=False`: of its closed-book run), paths and
+    --do_train aside. `configs/demo.yaml` holds the RAG run's, for `rayrag train --config`; tests/test_configs.py
+    checks that it equals these with the demo's defaults."""
+    settings = dict(n_docs=opts.n_docs, train_batch_size=opts.train_batch_size, eval_batch_size=64,
+                    learning_rate=opts.learning_rate, question_encoder_lr=opts.question_encoder_lr,
+                    lr_scheduler="constant", warmup_steps=20, max_grad_norm=1.0, seed=opts.seed,
+                    num_train_epochs=100, max_time_minutes=opts.train_minutes, max_target_length=16,
+                    val_max_target_length=8, n_val=64, freeze_embeddings=True, dropout=0.0,
+                    val_check_interval=float(opts.val_every))
+    return settings if rag else {k: v for k, v in settings.items() if k not in RAG_ONLY}
+
+
 def _evaluate(model_dir: Path, data_dir: Path, out: Path, n_test: int, tag: str, progress: bool) -> dict:
     examples = load_split(data_dir, "test", n_test)
     loaded = load_model(model_dir)
@@ -85,7 +102,9 @@ def _evaluate(model_dir: Path, data_dir: Path, out: Path, n_test: int, tag: str,
 def run_demo(opts: DemoOptions, progress: bool = True) -> dict:
     """Run the whole demo; returns (and writes to OUT/demo_report.json) its report."""
     from rayrag.kb.build import build
-    from rayrag.model.assemble import InitOptions, init_model
+    from rayrag.kb.args import KbArgs
+    from rayrag.model.assemble import init_model
+    from rayrag.model.options import InitOptions
     from rayrag.train.options import TrainOptions
     from rayrag.train.run import train
 
@@ -99,27 +118,24 @@ def run_demo(opts: DemoOptions, progress: bool = True) -> dict:
              {k: len(v) for k, v in corpus.splits.items()})
 
     build([out / "documents.jsonl"], kb_dir, overwrite=opts.overwrite, progress=progress)
-    init_model(InitOptions(out=out / "model-init", model_type="rag_token", kb=kb_dir, n_docs=opts.n_docs,
+    init_model(InitOptions(out=out / "model-init", model_type="rag_token", n_docs=opts.n_docs,
                            max_combined_length=64, generator_encoder_layers=opts.encoder_layers,
-                           generator_decoder_layers=opts.decoder_layers, seed=opts.seed, overwrite=True))
-    init_model(InitOptions(out=out / "closed-book-init", model_type="seq2seq", kb=kb_dir,
+                           generator_decoder_layers=opts.decoder_layers, seed=opts.seed, overwrite=True,
+                           kb=KbArgs(path=kb_dir)))
+    init_model(InitOptions(out=out / "closed-book-init", model_type="seq2seq",
                            generator_encoder_layers=opts.encoder_layers,
-                           generator_decoder_layers=opts.decoder_layers, seed=opts.seed, overwrite=True))
+                           generator_decoder_layers=opts.decoder_layers, seed=opts.seed, overwrite=True,
+                           kb=KbArgs(path=kb_dir)))
     before = _evaluate(out / "model-init", data_dir, out / "eval", opts.n_test, "before", progress)
 
-    common = dict(data_dir=data_dir, do_train=True, train_batch_size=opts.train_batch_size,
-                  eval_batch_size=64, learning_rate=opts.learning_rate, lr_scheduler="constant",
-                  warmup_steps=20, max_grad_norm=1.0, seed=opts.seed, num_train_epochs=100,
-                  max_target_length=16, val_max_target_length=8, n_val=64, freeze_embeddings=True, dropout=0.0,
-                  val_check_interval=float(opts.val_every), progress=progress)
     t0 = time.perf_counter()
-    rag_metrics = train(TrainOptions(output_dir=out / "rag", model_name_or_path=out / "model-init",
-                                     max_time_minutes=opts.train_minutes,
-                                     question_encoder_lr=opts.question_encoder_lr, **common))
+    rag_metrics = train(TrainOptions(data_dir=data_dir, output_dir=out / "rag", model_name_or_path=out / "model-init",
+                                     do_train=True, progress=progress, **train_settings(opts)))
     train_seconds = time.perf_counter() - t0
     steps = rag_metrics["train_steps"]
-    cb_metrics = train(TrainOptions(output_dir=out / "closed-book", model_name_or_path=out / "closed-book-init",
-                                    max_steps=steps, **common))
+    cb_metrics = train(TrainOptions(data_dir=data_dir, output_dir=out / "closed-book",
+                                    model_name_or_path=out / "closed-book-init", do_train=True, progress=progress,
+                                    max_steps=steps, **train_settings(opts, rag=False)))
     after = _evaluate(out / "rag" / "best_model", data_dir, out / "eval", opts.n_test, "rag", progress)
     closed = _evaluate(out / "closed-book" / "best_model", data_dir, out / "eval", opts.n_test, "closed_book",
                        progress)
