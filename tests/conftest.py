@@ -10,6 +10,7 @@ import csv
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Every Ray node a test starts (Cluster, `ray start`, a local instance) listens on 127.0.0.1 only, and every process
+# of the tests resolves 127.0.0.1 as they do (Ray reads this when imported; see rayrag/cluster/connect.py).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def rayrag(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
@@ -35,7 +39,7 @@ def rayrag(*args: str, cwd: Path | None = None, check: bool = True, timeout: flo
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     """documents.jsonl and data/ (train/val/test .source/.target/.titles) of a 40-entity corpus."""
-    from rayrag.data.synthetic import make_corpus, write_corpus
+    from rayrag.tasks.synthetic import make_corpus, write_corpus
 
     d = tmp_path_factory.mktemp("corpus")
     write_corpus(make_corpus(40, seed=1), d / "documents.jsonl", d / "data")
@@ -60,13 +64,13 @@ def tiny_rag(tiny_kb, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray instance in this test process, shut down after the module."""
+    """A local Ray instance in this test process (rayrag's own, on 127.0.0.1, 2 CPUs), shut down after the module."""
     import ray
 
-    ray.init(address="local", include_dashboard=False, num_cpus=2, namespace="rayrag", logging_level="WARNING",
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    from rayrag.cluster import start_local
+
+    with start_local(num_cpus=2, log_to_driver=False):
+        yield ray
 
 
 def assert_same_loss(plain, ours, questions: list[str], answers: list[str]) -> None:
@@ -115,3 +119,76 @@ def train_rows(out: Path) -> list[tuple[int, float]]:
     """(step, train_loss_step) of every logged training step."""
     with open(out / "logs" / "metrics.csv", newline="") as f:
         return [(int(r["step"]), float(r["train_loss_step"])) for r in csv.DictReader(f) if r.get("train_loss_step")]
+
+
+@dataclass
+class UserCluster:
+    """A cluster as a user starts it (`ray start --head`): its GCS address, and the environment of a process that
+    reaches it as that user would (HOME with the cluster's token, `auto` finding it, RAY_AUTH_MODE unset)."""
+
+    address: str
+    env: dict
+    home: Path
+
+
+@contextlib.contextmanager
+def user_cluster(num_cpus: int = 2):
+    """`ray start --head --num-cpus N` with token authentication on, in a temporary HOME and Ray temp dir, so that it
+    touches neither the user's token nor their `auto` cluster, on 127.0.0.1. Ray 2.60's `ray start --head` turns
+    token authentication on when ~/.ray/auth_token exists, which any earlier local `ray.init()` writes; the
+    token is made first here, as `ray get-auth-token --generate` does. Stopped on exit: `ray start --block` stops
+    exactly the processes it started when sent SIGTERM (`ray stop` would stop every Ray instance of this user on
+    the machine, other tests' too), given 5 s (it drains the node for 30 s) before the rest of what it started, its
+    process group and any process of its session directory, is killed."""
+    import shutil
+    import signal
+    import socket
+    import tempfile
+    import time
+
+    root = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN",
+                                                            "RAY_AUTH_TOKEN_PATH")}
+    env.update(HOME=str(root / "home"), RAY_TMPDIR=str(root), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    (root / "home").mkdir()
+    ports = []
+    for _ in range(4):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    log = open(root / "head.log", "w")
+    proc = subprocess.Popen([ray_cli, "start", "--head", "--block",
+                             f"--port={ports[0]}", f"--dashboard-port={ports[1]}",
+                             f"--ray-client-server-port={ports[2]}", f"--dashboard-agent-listen-port={ports[3]}",
+                             f"--num-cpus={num_cpus}",
+                             "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    try:
+        current = root / "ray" / "ray_current_cluster"  # what `auto` reads
+        deadline = time.monotonic() + 90
+        while not (current.is_file() and current.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start --head did not come up: {(root / 'head.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        address = current.read_text().strip()
+        assert "Token authentication is enabled" in (root / "head.log").read_text(), (root / "head.log").read_text()
+        yield UserCluster(address, env, root / "home")
+    finally:
+        import psutil
+
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        for p in psutil.process_iter():  # a process of this cluster outside the group: its args name `root`
+            with contextlib.suppress(psutil.Error):
+                if str(root) in " ".join(p.cmdline()):
+                    p.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+

@@ -46,14 +46,16 @@ def train_args(corpus_dir: Path, model: Path, out: Path, *extra: str) -> list[st
 
 
 class Run:
-    """A `rayrag train` process; its output goes to files that the test reads while it runs."""
+    """A `rayrag train` process; its output goes to files that the test reads while it runs. `hold`: its retrieval
+    actors hold calls as the files in that directory say (tests/_holding_actor.py)."""
 
-    def __init__(self, args: list, out: Path, env: dict | None = None):
+    def __init__(self, args: list, out: Path, env: dict | None = None, hold: Path | None = None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out.parent / f"{self.out.name}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "rayrag", *map(str, args)], stdout=self._log,
+        command = ["-m", "rayrag"] if hold is None else [str(Path(__file__).with_name("_holding_actor.py")), str(hold)]
+        self.proc = subprocess.Popen([sys.executable, *command, *map(str, args)], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env or child_env(), start_new_session=True)
         # every descendant process seen (Ray's, if the run started Ray); psutil objects, which check that a
         # pid was not reused by another process before they signal it
@@ -105,7 +107,7 @@ class Run:
         pids = set()
         for p in self.descendants():
             with contextlib.suppress(psutil.Error):
-                if " ".join(p.cmdline()).startswith("ray::RetrievalActor"):
+                if re.match(r"ray::\w*RetrievalActor\b", " ".join(p.cmdline())):  # or a test's subclass
                     pids.add(p.pid)
         return pids
 
@@ -181,14 +183,12 @@ def undisturbed(corpus_dir, tiny_rag, tmp_path_factory) -> Path:
     return out
 
 
-def hold_env(tmp_path: Path) -> tuple[dict, Path]:
-    """The run's environment with RAYRAG_ACTOR_HOLD_DIR: actor I holds each call it receives while DIR/hold-I
-    exists, after writing DIR/received-I (see rayrag/retrieval/ray/actor.py)."""
-    from rayrag.retrieval.ray.actor import HOLD_ENV
-
+def hold_dir(tmp_path: Path) -> Path:
+    """The directory of a run whose actors hold calls (`Run(..., hold=DIR)`): actor I holds each call it receives
+    while DIR/hold-I exists, after writing DIR/received-I (tests/_holding_actor.py)."""
     hold = tmp_path / "hold"
     hold.mkdir()
-    return child_env(**{HOLD_ENV: str(hold)}), hold
+    return hold
 
 
 def kill_inside_call(run: Run, pid: int, hold: Path, index: int) -> None:
@@ -205,8 +205,8 @@ def test_actor_killed_mid_training_loses_no_step(corpus_dir, tiny_rag, tmp_path,
     flight (the actor says it received the call and holds it): the call is re-sent to actor 1, Ray restarts
     actor 0, and the run ends exactly like the undisturbed run."""
     out = tmp_path / "run"
-    env, hold = hold_env(tmp_path)
-    run = runs(train_args(corpus_dir, tiny_rag, out, "--num_retrieval_workers", "2"), out, env=env)
+    hold = hold_dir(tmp_path)
+    run = runs(train_args(corpus_dir, tiny_rag, out, "--num_retrieval_workers", "2"), out, hold=hold)
     _, (pid0, pid1) = run.pool()
     run.first_checkpoint()
     assert run.alive(), "training ended before the fault"
@@ -225,9 +225,9 @@ def test_actors_killed_past_their_restarts_stop_training_with_one_line(corpus_di
     training goes on), the second is not: `rayrag train` exits 2 within seconds with one RetrievalError line,
     leaves no Ray process behind, and its last checkpoint loads and resumes to the undisturbed run's end."""
     out = tmp_path / "run"
-    env, hold = hold_env(tmp_path)
+    hold = hold_dir(tmp_path)
     run = runs(train_args(corpus_dir, tiny_rag, out, "--num_retrieval_workers", "1",
-                          "--retrieval_max_restarts", "1"), out, env=env)
+                          "--retrieval_max_restarts", "1"), out, hold=hold)
     _, (first,) = run.pool()
     assert run.actor_pids() == {first}
     ckpt = run.first_checkpoint()
@@ -304,10 +304,9 @@ def test_hung_actor_times_out_and_another_serves(corpus_dir, tiny_rag, tmp_path,
 
 CREATOR = """
 import sys
-from rayrag.retrieval.ray.config import NAMESPACE
-from rayrag.ray_connect import connect
+from rayrag.cluster import connect
 from rayrag.retrieval.ray.pool import RayPool
-conn = connect(None, namespace=NAMESPACE)
+conn = connect(None)
 print(conn.address, flush=True)
 name = sys.stdin.readline().strip()
 pool = RayPool.create(sys.argv[1], 2, name=name)

@@ -9,3 +9,11 @@ class RayragError(Exception):
 
 class RetrievalError(RayragError):
     """Retrieval could not be served (actors gone, retries spent, a wait timed out)."""
+
+
+class RayConnectError(RayragError):
+    """Ray could not be reached or started: nothing answers at the address, or the cluster refused this process."""
+
+
+class ClusterFitError(RayragError):
+    """The Ray cluster's live nodes cannot hold the workers asked for (Ray would wait for them forever)."""

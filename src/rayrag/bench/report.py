@@ -42,11 +42,12 @@ def _summary(prefix: str, x: np.ndarray) -> dict:
 
 
 def round_result(ranks: list[dict], *, memory: dict, round_: int, position: int, wall_s: float,
-                 load_before: list[float]) -> dict:
+                 load_before: list[float], backend_stats: list[dict] | None = None) -> dict:
     """One round of a cell from the results of its W ranks (`seconds` (steps,) each, aligned by step).
 
     memory: growth_bytes (PSS growth of the index holders), index_file and passages_files (the PSS of the
-    mapped index file and Arrow passages within it). `critical_s` (steps,) is each step's max over ranks."""
+    mapped index file and Arrow passages within it). `critical_s` (steps,) is each step's max over ranks.
+    backend_stats: the service's own counters (a ray pool's, per actor), None when it has none."""
     seconds = np.stack([np.asarray(r["seconds"], dtype=np.float64) for r in ranks])  # (W, steps)
     critical = seconds.max(axis=0)
     return {
@@ -57,7 +58,7 @@ def round_result(ranks: list[dict], *, memory: dict, round_: int, position: int,
         "index_memory_bytes": int(memory["growth_bytes"]), "mapped_index_file_bytes": int(memory["index_file"]),
         "mapped_passages_bytes": int(memory["passages_files"]),
         "ids_identical_to_local": None, "wall_s": wall_s, "load_average_before": load_before,
-        "backend_stats": ranks[0].get("backend_stats"),
+        "backend_stats": backend_stats,
         "critical_s": critical.tolist(), "seconds_by_rank": seconds.tolist(),
     }
 

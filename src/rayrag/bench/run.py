@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from rayrag.bench import backends, floor as floor_mod, launch, plot, report
-from rayrag.bench.cluster import ray_cluster
+from rayrag.bench import backends, data, floor as floor_mod, launch, plot, report
 from rayrag.bench.index import ensure_kb, ensure_probe_kb
 from rayrag.bench.options import BackendSpec, BenchOptions
 from rayrag.bench.worker import RankJob
@@ -47,8 +46,9 @@ class BenchResult:
 
 def machine() -> dict:
     """CPU model, cores and memory of this machine, and the versions that matter."""
+    from importlib.metadata import version
+
     import faiss
-    import ray
     import torch
 
     model = platform.processor()
@@ -60,7 +60,7 @@ def machine() -> dict:
     return {"cpu": model, "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
             "memory_bytes": psutil.virtual_memory().total, "platform": platform.platform(),
             "python": platform.python_version(), "faiss": faiss.__version__, "torch": torch.__version__,
-            "ray": ray.__version__}
+            "ray": version("ray")}  # not `import ray`: Ray reads its configuration then, before `connect` set it
 
 
 def _index_memory(ranks: list[dict]) -> dict:
@@ -75,7 +75,6 @@ def ids_identical(ids: list[np.ndarray], reference: list[np.ndarray]) -> bool:
 
 def _reference_ids(kb_dir: Path, opts: BenchOptions, world: int) -> list[np.ndarray]:
     """The ids the local backend gives ranks 0..world-1 over all steps, computed in this process."""
-    from rayrag.bench import data
     from rayrag.retrieval.local import LocalSpec
 
     local = LocalSpec(kb=str(kb_dir)).connect()
@@ -88,25 +87,49 @@ def _reference_ids(kb_dir: Path, opts: BenchOptions, world: int) -> list[np.ndar
     return out
 
 
+def _probe(spec: BackendSpec, probe_kb: Path, service, opts: BenchOptions, address: str | None):
+    """The probe of `backends.open_probe` for the processes of `service` (with their FAISS threads), after one call
+    (the libraries and the search a process of the run has loaded by the time it is measured)."""
+    probe = backends.open_probe(spec, probe_kb, ray_address=address, threads=int(service.stats()[0]["threads"]))
+    try:
+        client = probe.spec.connect()
+        try:
+            client.retrieve(data.queries(opts.seed, 0, 0, 1, data.centres(opts.seed, 1, opts.dim)), 1)
+        finally:
+            client.close()
+    except BaseException:
+        probe.close()
+        raise
+    return probe
+
+
 def _run_one(spec: BackendSpec, w: int, opts: BenchOptions, kb_dir: Path, probe_kb: Path | None,
-             address: str | None, progress: bool, desc: str) -> list[dict]:
+             address: str | None, progress: bool, desc: str) -> tuple[list[dict], list[dict]]:
     """One (backend, workers) run: the driver opens the backend's service, W ranks connect and step, then the
-    driver closes it. Returns the ranks' results; raises `RayragError` when a rank fails."""
+    driver reads the service's own counters and closes it. Returns the ranks' results and the counters; raises
+    `RayragError` when a rank fails."""
     from tqdm.auto import tqdm
 
     service = backends.open_service(spec, kb_dir, ray_address=address, pool=opts.pool)
+    probe = None
     try:
+        pids = tuple(service.pids())  # processes of the service that hold the index, measured with a probe
+        probe = _probe(spec, probe_kb, service, opts, address) if pids and probe_kb is not None else None
         job = RankJob(rank=0, world=w, port=0, spec=spec, retrieval_spec=service.spec.to_json(), kb_dir=kb_dir,
-                      probe_kb=probe_kb, steps=opts.steps, warmup_steps=opts.warmup_steps,
+                      steps=opts.steps, warmup_steps=opts.warmup_steps,
                       batch_size=opts.batch_size, n_docs=opts.n_docs, step_time=opts.step_time, seed=opts.seed,
-                      clusters=opts.n_clusters(), dim=opts.dim, timeout_s=opts.run_timeout)
+                      clusters=opts.n_clusters(), dim=opts.dim, timeout_s=opts.run_timeout, service_pids=pids,
+                      probe_pid=probe.pids()[0] if probe is not None else None)
         bar = tqdm(total=opts.steps, desc=desc, disable=not progress, leave=True,
                    file=sys.stdout, dynamic_ncols=True)
         try:
-            return launch.run_ranks(job, progress=lambda n: bar.update(max(0, n - bar.n)))
+            ranks = launch.run_ranks(job, progress=lambda n: bar.update(max(0, n - bar.n)))
         finally:
             bar.close()
+        return ranks, service.stats()  # e.g. a ray pool's calls and merged searches per actor
     finally:
+        if probe is not None:
+            probe.close()
         service.close()
 
 
@@ -133,19 +156,23 @@ class _Runs:
 def _run_all(opts: BenchOptions, specs: list[BackendSpec], workers: list[int], kb_dir: Path, probe_kb: Path | None,
              progress: bool) -> _Runs:
     """--rounds rounds; each runs every (backend, workers) cell once, in `round_order`. Every run opens and closes
-    its own service; one Ray instance (when a ray backend is named) serves all of them."""
+    its own service; one Ray connection (when a ray backend is named: to --ray_address, or a local instance started
+    for the benchmark) serves all of them."""
+    from rayrag.cluster import connect
+
     runs = _Runs()
     cells = [(s, w) for s in specs for w in workers]
     uses_ray = any(s.architecture == "ray" for s in specs)
-    with ray_cluster(opts.ray_address) if uses_ray else contextlib.nullcontext(None) as address:
+    with connect(opts.ray_address, log_to_driver=False) if uses_ray else contextlib.nullcontext() as connection:
+        address = connection.address if connection is not None else None
         for rnd in range(opts.rounds):
             order = round_order(cells, opts.seed, rnd)
             runs.orders.append([{"backend": s.label, "workers": w} for s, w in order])
             for position, (spec, w) in enumerate(order):
                 load, t0 = _load_average(), time.perf_counter()
                 try:
-                    ranks = _run_one(spec, w, opts, kb_dir, probe_kb, address, progress,
-                                     desc=f"r{rnd + 1}/{opts.rounds} {spec.label:>9} W={w}")
+                    ranks, stats = _run_one(spec, w, opts, kb_dir, probe_kb, address, progress,
+                                            desc=f"r{rnd + 1}/{opts.rounds} {spec.label:>9} W={w}")
                 except RayragError as e:  # one broken run must not cost the others' results
                     log.error("round %d: %s", rnd + 1, e)
                     runs.failed.append({"backend": spec.label, "workers": w, "round": rnd, "error": str(e)})
@@ -154,7 +181,7 @@ def _run_all(opts: BenchOptions, specs: list[BackendSpec], workers: list[int], k
                 runs.ids.setdefault(key, []).append([r["ids"] for r in ranks])
                 runs.rounds.setdefault(key, []).append(report.round_result(
                     ranks, memory=_index_memory(ranks), round_=rnd, position=position,
-                    wall_s=time.perf_counter() - t0, load_before=load))
+                    wall_s=time.perf_counter() - t0, load_before=load, backend_stats=stats or None))
     if not runs.rounds:
         raise RayragError("every benchmark run failed:\n" + "\n".join(f["error"] for f in runs.failed))
     return runs

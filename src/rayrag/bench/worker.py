@@ -34,8 +34,6 @@ class RankJob:
     retrieval_spec: str
     """The spec (JSON) of the retrieval service the driver opened for this run; each rank connects a client."""
     kb_dir: Path
-    probe_kb: Path | None
-    """A knowledge base of a few vectors, for the baseline memory of a ray actor (see `backends.index_memory`)."""
     steps: int
     warmup_steps: int
     batch_size: int
@@ -45,6 +43,11 @@ class RankJob:
     clusters: int
     dim: int
     timeout_s: float
+    service_pids: tuple[int, ...] = ()
+    """Processes of the service that hold the index (a ray pool's actors), measured by rank 0."""
+    probe_pid: int | None = None
+    """A process of a probe service like the run's, over a few vectors: the baseline of `service_pids`' memory
+    (see `backends.index_memory`)."""
 
 
 def _check(r, job: RankJob) -> None:
@@ -66,8 +69,6 @@ def _loop(job: RankJob, queue) -> dict:
     import faiss  # noqa: F401
 
     import rayrag.retrieval.search  # noqa: F401
-    if job.spec.architecture == "ray":
-        import ray  # noqa: F401
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{job.port}", rank=job.rank,
@@ -99,19 +100,17 @@ def _loop(job: RankJob, queue) -> dict:
                 dist.all_reduce(grad)
                 if step == job.warmup_steps - 1:  # every holder has mapped the index: measure
                     dist.barrier()
-                    mem = backends.index_memory(job.spec, client, job.rank, pss_before, job.kb_dir, job.probe_kb)
+                    mem = backends.index_memory(job.spec, job.rank, pss_before, job.kb_dir, job.service_pids,
+                                                job.probe_pid)
                     dist.barrier()
                 if job.rank == 0:
                     queue.put(("step", job.rank, step + 1 - job.warmup_steps))
-            # the ray pool's own counters: calls and merged searches per actor
-            stats = client.pool.stats() if job.rank == 0 and job.spec.architecture == "ray" else None
             dist.barrier()
         finally:
             client.close()
     finally:
         dist.destroy_process_group()
-    return {"rank": job.rank, "pid": os.getpid(), "seconds": seconds, "ids": ids, "memory": mem,
-            "backend_stats": stats}
+    return {"rank": job.rank, "pid": os.getpid(), "seconds": seconds, "ids": ids, "memory": mem}
 
 
 def main(job: RankJob, queue) -> None:

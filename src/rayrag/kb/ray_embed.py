@@ -115,58 +115,17 @@ def shard_rows(n: int, num_workers: int, batch_size: int) -> int:
     return max(1, min(MAX_SHARD_ROWS, max(batch_size, math.ceil(n / (num_workers * SHARDS_PER_WORKER)))))
 
 
-def workers_that_fit(nodes: Sequence[dict], cpus: float, gpus: float) -> int:
-    """How many actors asking for `cpus` CPUs and `gpus` GPUs each fit on `nodes` (each a dict of total resources,
-    as `ray.nodes()[i]["Resources"]`), packed node by node."""
-    eps = 1e-9
-    total = 0
-    for resources in nodes:
-        fit = math.floor(resources.get("CPU", 0.0) / cpus + eps) if cpus > 0 else math.inf
-        if gpus > 0:
-            fit = min(fit, math.floor(resources.get("GPU", 0.0) / gpus + eps))
-        if fit == math.inf:  # asks for nothing: Ray places any number; one per node is enough to say it fits
-            fit = 1 << 30
-        total += int(fit)
-    return total
-
-
-def check_fits(settings: RayEmbedSettings, where: str) -> None:
-    """Refuse, with the fix, a pool the cluster's live nodes cannot hold: Ray would wait for them forever."""
-    import ray
-
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    gpus = 1.0 if settings.use_gpu else 0.0
-    fit = workers_that_fit(nodes, settings.cpus_per_worker, gpus)
-    if fit >= settings.num_workers:
-        return
-    have = ", ".join(f"{r.get('CPU', 0):g} CPU" + (f" {r.get('GPU', 0):g} GPU" if gpus else "") for r in nodes)
-    ask = f"{settings.cpus_per_worker:g} CPU" + (" and 1 GPU" if gpus else "")
-    fixes = [f"lower --num_workers to {fit}"] if fit > 0 else []
-    if not gpus:  # the largest request with which all the workers fit: some node's CPUs split k ways
-        cpus = max((c for r in nodes for k in range(1, settings.num_workers + 1)
-                    if (c := math.floor(r.get("CPU", 0.0) / k * 100) / 100) > 0
-                    and workers_that_fit(nodes, c, 0.0) >= settings.num_workers), default=None)
-        if cpus is not None:
-            fixes.append(f"ask for less with --cpus_per_worker {cpus:g}")
-    fixes.append("add nodes to the cluster")
-    raise RayragError(
-        f"--num_workers {settings.num_workers}: the Ray cluster at {where} cannot hold {settings.num_workers} encoder "
-        f"workers of {ask} each (its {len(nodes)} node(s): {have}; room for {fit}); " + ", or ".join(fixes))
-
-
 @contextmanager
 def connected(settings: RayEmbedSettings) -> Iterator[str]:
     """Join (or start) Ray as `settings.address` says and check that the pool fits, before any long work; yields the
     cluster's address. `embed_with_ray` inside it uses this connection; leaving it disconnects (and stops a local
     instance it started)."""
-    from rayrag.ray_connect import NAMESPACE, connect
+    from rayrag.cluster import check_fits, connect
 
-    connection = connect(settings.address, namespace=NAMESPACE)
-    try:
-        check_fits(settings, connection.address)
+    with connect(settings.address) as connection:
+        check_fits(settings.num_workers, settings.cpus_per_worker, settings.use_gpu, where=connection.address,
+                   what="encoder workers")
         yield connection.address
-    finally:
-        connection.close()
 
 
 class _Encoder:
@@ -325,5 +284,4 @@ def _run_pipeline(model, tokenizer, titles, texts, todo: np.ndarray, *, shards: 
     return embedded, time.perf_counter() - t0, startup
 
 
-__all__ = ["RayEmbedReport", "RayEmbedSettings", "check_fits", "connected", "embed_with_ray", "remove_shards", "shard_dir",
-           "workers_that_fit"]
+__all__ = ["RayEmbedReport", "RayEmbedSettings", "connected", "embed_with_ray", "remove_shards", "shard_dir"]

@@ -99,5 +99,14 @@ class RetrievalService(Protocol):
 
     spec: ClientSpec
 
+    def pids(self) -> list[int]:
+        """Process ids of what the service runs besides the job's own processes (the `ray` pool's actors; [] for
+        backends that run inside the job's processes)."""
+        ...
+
+    def stats(self) -> list[dict]:
+        """Counters of those processes (calls, seconds searching and waiting), one dict each; [] where none."""
+        ...
+
     def close(self) -> None:
         ...

@@ -79,6 +79,14 @@ class LocalService:
         kb = resolve(opts.kb, opts.index_path).verify()
         self.spec = LocalSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast", verified=True)
 
+    def pids(self) -> list[int]:
+        """Processes of the service that hold the index: none (the clients' own processes do)."""
+        return []
+
+    def stats(self) -> list[dict]:
+        """Counters of the service's processes: none."""
+        return []
+
     def close(self) -> None:
         pass
 

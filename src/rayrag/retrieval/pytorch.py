@@ -64,6 +64,14 @@ class TorchService:
         kb = resolve(opts.kb, opts.index_path).verify()
         self.spec = TorchSpec(kb=kb.kb, index_path=kb.index_path, settings=opts.settings or "fast", verified=True)
 
+    def pids(self) -> list[int]:
+        """Processes of the service that hold the index: none (rank 0's client holds it)."""
+        return []
+
+    def stats(self) -> list[dict]:
+        """Counters of the service's processes: none."""
+        return []
+
     def close(self) -> None:
         pass
 

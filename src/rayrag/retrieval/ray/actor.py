@@ -4,32 +4,25 @@ It opens the knowledge base with the FAISS index memory-mapped (rayrag policy: t
 share its pages; reference policy: a private copy each), answers a call in one
 round trip (`retrieve`: ids, scores, vectors, titles, texts; `nearest`: the same without titles and texts,
 which the client then reads from its own memory map of the passages), and hands concurrent calls to one
-searcher thread that merges those waiting together (`coalesce.Coalescer`).
-
-Fault injection for tests (unset in normal use): the pool passes the directory named by
-RAYRAG_ACTOR_HOLD_DIR in the creating process's environment; while `DIR/hold-I` exists, actor I
-holds every call it receives after writing `DIR/received-I`, so a test knows a call is inside the
-actor (an event the actor sets) before it kills or stops it.
+searcher thread that merges those waiting together (`coalesce.Coalescer`). Every call goes through `_call`
+(tests inject faults there, in a subclass).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from rayrag.retrieval.base import Retrieved
-
-HOLD_ENV = "RAYRAG_ACTOR_HOLD_DIR"
 
 
 class RetrievalActor:
     """Serves retrieval from one knowledge base. Made a Ray actor by `RayPool`."""
 
     def __init__(self, kb_dir: str, policy: str, threads: int, coalesce: bool, index: int = 0,
-                 hold_dir: str | None = None, window_s: float = 0.0, index_path: str | None = None):
+                 window_s: float = 0.0, index_path: str | None = None):
         from rayrag.kb.store import KnowledgeBase
         from rayrag.retrieval.ray.coalesce import Coalescer
         from rayrag.retrieval.search import settings_named
@@ -41,7 +34,7 @@ class RetrievalActor:
         self.settings = settings_named("reference" if policy == "reference" else "fast", threads)
         self.threads = threads
         self.index = index
-        self.hold_dir = Path(hold_dir) if hold_dir else None
+        """This actor's place in its pool (0..M-1)."""
         self.coalescer = Coalescer(self._run_batch, window_s) if coalesce else None
         self.calls = 0
         self.load_seconds = time.perf_counter() - t0
@@ -58,13 +51,13 @@ class RetrievalActor:
         return os.getpid()
 
     def stats(self) -> dict:
-        """Calls served; with coalescing, how many searches ran, their sizes (in requests), the seconds spent
-        searching and the seconds requests waited before their search started."""
+        """Calls served and FAISS threads; with coalescing, how many searches ran, their sizes (in requests), the
+        seconds spent searching and the seconds requests waited before their search started."""
         if self.coalescer is None:
-            return {"calls": self.calls}
+            return {"calls": self.calls, "threads": self.threads}
         s = self.coalescer.stats  # counted under the coalescer's lock: calls arrive on many threads
-        return {"calls": s.requests, "searches": s.batches, "largest": s.largest, "sizes": dict(s.sizes),
-                "busy_s": s.busy_s, "waited_s": s.waited_s}
+        return {"calls": s.requests, "threads": self.threads, "searches": s.batches, "largest": s.largest,
+                "sizes": dict(s.sizes), "busy_s": s.busy_s, "waited_s": s.waited_s}
 
     def _run_batch(self, key: tuple[str, int], payloads: list[np.ndarray]) -> list:
         from rayrag.retrieval import search as _search
@@ -74,25 +67,17 @@ class RetrievalActor:
             return [self.kb.passages(ids) for ids in payloads]
         queries = np.concatenate(payloads, axis=0) if len(payloads) > 1 else payloads[0]
         bounds = np.cumsum([0] + [len(p) for p in payloads])
-        if kind in ("search", "nearest"):
+        if kind == "search":
             scores, ids = _search.search(self.kb, queries, k, self.settings)
-            if kind == "search":
-                return [(scores[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-            vectors = self.kb.vectors(ids)
+            return [(scores[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        if kind == "nearest":
+            scores, ids, vectors = _search.nearest(self.kb, queries, k, self.settings)
             return [(scores[a:b], ids[a:b], vectors[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         r = _search.retrieve(self.kb, queries, k, self.settings)
         return [r.rows(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _hold(self) -> None:
-        hold = self.hold_dir / f"hold-{self.index}"
-        if hold.exists():
-            (self.hold_dir / f"received-{self.index}").touch()
-            while hold.exists():
-                time.sleep(0.01)
-
     def _call(self, kind: str, payload: np.ndarray, k: int):
-        if self.hold_dir is not None:
-            self._hold()
+        """Serve one call of `kind` (retrieve, search, nearest, passages) for `payload` with `k`."""
         payload = np.asarray(payload, dtype=np.int64 if kind == "passages" else np.float32)
         if self.coalescer is not None:
             return self.coalescer.submit((kind, int(k)), payload)

@@ -5,7 +5,8 @@ It finds the actors by name (never creates or kills them), calls this process's 
 M; a random one under the reference policy), reads the titles and texts of the answers from its own
 memory map of the passages where it can (`PoolConfig.lookup`), bounds every wait with a timeout, and
 re-sends a failed or hung call to another actor (retrieval is read-only, so at-least-once is safe)
-before giving up with a `RetrievalError`.
+before giving up with a `RetrievalError`. Every call goes that way, the first one (the pool's facts,
+asked for as the client is made) included: an actor may be restarting while the ranks attach.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rayrag.cluster.connect import NAMESPACE, connect
 from rayrag.errors import RetrievalError
 from rayrag.kb.store import KnowledgeBase, Passages, check_k
 from rayrag.retrieval.base import Retrieved
-from rayrag.ray_connect import connect
+from rayrag.retrieval.ray.config import PoolConfig
 from rayrag.retrieval.ray.pool import RayPool, actor_error, actor_name
-from rayrag.retrieval.ray.config import NAMESPACE, PoolConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +68,22 @@ class RayClient:
         self.spec = spec
         self.config = spec.config
         self.rank = rank_and_world()[0] if rank is None else rank
-        self.connection = connect(spec.address, namespace=spec.namespace, log_to_driver=False)
+        self.random = random.Random(seed if seed is not None else os.getpid() ^ time.time_ns())
+        self.suspect_until = [0.0] * spec.size
+        self.retries = 0
+        self.closed = False
+        self.reader = None
+        self.connection = connect(spec.address, log_to_driver=False)
         try:
             self.pool = RayPool.attach(spec.name, spec.size, namespace=spec.namespace, config=self.config,
                                        where=f" at {spec.address}")
         except BaseException:
             self.connection.close()
             raise
-        self.dim = int(self.pool.info["dim"])
-        self.n_passages = int(self.pool.info["n_passages"])
-        self.random = random.Random(seed if seed is not None else os.getpid() ^ time.time_ns())
-        self.suspect_until = [0.0] * spec.size
-        self.retries = 0
-        self.closed = False
         try:
+            self.info = self._call("ready")  # any actor's facts: they all opened the same knowledge base
+            self.dim = int(self.info["dim"])
+            self.n_passages = int(self.info["n_passages"])
             self.reader = self._open_reader()
         except BaseException:
             self.close()
@@ -100,7 +103,7 @@ class RayClient:
         else:
             reader = KnowledgeBase(self.spec.kb, index_path=self.spec.index_path, verify_checksums=False,
                                    load_index=False)
-            if reader.fingerprint() == self.pool.info.get("fingerprint"):
+            if reader.fingerprint() == self.info.get("fingerprint"):
                 return reader
             why = f"the passages at {self.spec.kb} on this node differ from those the pool's actors opened"
         if mode == "client":
@@ -118,11 +121,12 @@ class RayClient:
         now = time.monotonic()
         return [i for i in order if self.suspect_until[i] <= now] + [i for i in order if self.suspect_until[i] > now]
 
-    def _call(self, method: str, payload: np.ndarray, k: int):
-        """One call with retries. A try that fails (the actor died, or gave no answer within `call_timeout_s`)
-        counts against `max_attempts`, except that while an actor is only restarting (`ActorUnavailableError`)
-        and the call is younger than `call_timeout_s`, waiting for it is free: with one actor, or every actor
-        restarting at once, a restart that reloads a large index takes longer than a few backoffs."""
+    def _call(self, method: str, *args):
+        """`method(*args)` of an actor, with retries. A try that fails (the actor died, or gave no answer within
+        `call_timeout_s`) counts against `max_attempts`, except that while an actor is only restarting
+        (`ActorUnavailableError`) and the call is younger than `call_timeout_s`, waiting for it is free: with one
+        actor, or every actor restarting at once, a restart that reloads a large index takes longer than a few
+        backoffs."""
         import ray
         from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
@@ -140,7 +144,7 @@ class RayClient:
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
             tries += 1
-            ref = getattr(self.pool.actors[i], method).remote(payload, k)
+            ref = getattr(self.pool.actors[i], method).remote(*args)
             restarting = False
             try:
                 return ray.get(ref, timeout=self.config.call_timeout_s)

@@ -1,11 +1,10 @@
-"""How a pool of retrieval actors is made and called: `PoolConfig`, the policies and the namespace."""
+"""How a pool of retrieval actors is made and called: `PoolConfig` and the policies."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from rayrag.errors import RayragError
-from rayrag.ray_connect import NAMESPACE  # noqa: F401  (the Ray namespace of rayrag's named actors)
 
 POLICIES = ("rayrag", "reference")
 """rayrag: pinned actors, one shared index copy, merged calls; reference: the reference's pool (random actor,

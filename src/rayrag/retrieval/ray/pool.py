@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayrag.cluster.connect import NAMESPACE
 from rayrag.distributed import cores
 from rayrag.errors import RayragError, RetrievalError
-from rayrag.retrieval.ray.actor import HOLD_ENV, RetrievalActor
-from rayrag.retrieval.ray.config import NAMESPACE, POLICIES, PoolConfig
+from rayrag.retrieval.ray.actor import RetrievalActor
+from rayrag.retrieval.ray.config import POLICIES, PoolConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def actor_error(what: str, e: BaseException) -> str:
 
 @dataclass
 class RayPool:
-    """The actors of one pool. `owner`: this process created them and kills them in `close`."""
+    """The actors of one pool. `owner`: this process created them and kills them in `close`; `info`: what actor 0
+    said when the pool was created (`RetrievalActor.ready`), empty in a pool found by `attach`."""
 
     name: str
     namespace: str
@@ -76,9 +77,8 @@ class RayPool:
                 opts["resources"] = dict(config.resources)
             if not reference:
                 opts["scheduling_strategy"] = "SPREAD"
-            actors.append(remote.options(**opts).remote(str(kb), policy, threads, not reference, i,
-                                                        os.environ.get(HOLD_ENV), config.coalesce_window_s,
-                                                        index_path))
+            actors.append(remote.options(**opts).remote(str(kb), policy, threads, not reference, index=i,
+                                                        window_s=config.coalesce_window_s, index_path=index_path))
         pool = cls(name, NAMESPACE, actors, owner=True)
         t0 = time.perf_counter()
         try:
@@ -94,7 +94,8 @@ class RayPool:
     @classmethod
     def attach(cls, name: str, size: int, *, namespace: str = NAMESPACE, config: PoolConfig | None = None,
                where: str = "") -> RayPool:
-        """Find the actors of the pool `name` by name, waiting with bounded backoff for them to be registered."""
+        """Find the actors of the pool `name` by name, waiting with bounded backoff for them to be registered. Only
+        their handles: the first call to them is the client's, with its retries (an actor may be restarting)."""
         import ray
 
         config = config or PoolConfig()
@@ -116,12 +117,7 @@ class RayPool:
                             "(the job's driver) did not start it or has exited") from None
                     time.sleep(pause)
                     pause = min(2.0, pause * 2)
-        pool = cls(name, namespace, actors, owner=False)
-        try:
-            pool.info = ray.get(actors[0].ready.remote(), timeout=config.call_timeout_s)
-        except Exception as e:
-            raise RetrievalError(actor_error(f"retrieval actor {actor_name(name, 0)!r} does not answer", e)) from None
-        return pool
+        return cls(name, namespace, actors, owner=False)
 
     def pids(self) -> list[int]:
         """Process ids of the actors (for memory measurements and fault-injection tests)."""

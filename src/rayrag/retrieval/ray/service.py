@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from rayrag.cluster.connect import connect
 from rayrag.errors import RayragError
 from rayrag.kb.layout import resolve
 from rayrag.retrieval.options import RetrievalOptions
 from rayrag.retrieval.ray.client import RaySpec
-from rayrag.retrieval.ray.config import NAMESPACE
-from rayrag.ray_connect import connect
-
 
 
 class RayService:
@@ -22,7 +20,7 @@ class RayService:
         if opts.settings not in (None, "reference" if opts.policy == "reference" else "fast"):
             raise RayragError(f"ray pool policy {opts.policy}: searches with its own settings, not {opts.settings}")
         kb = resolve(opts.kb, opts.index_path)  # the pool verifies it, and its actors check it as they open it
-        self.connection = connect(opts.ray_address, namespace=NAMESPACE)
+        self.connection = connect(opts.ray_address)
         try:
             self.pool = RayPool.create(kb.kb, opts.num_workers, policy=opts.policy, config=opts.pool,
                                        index_path=kb.index_path)
@@ -33,11 +31,11 @@ class RayService:
                             policy=opts.policy, kb=kb.kb, index_path=kb.index_path, pool=asdict(opts.pool))
 
     def pids(self) -> list[int]:
-        """Process ids of the pool's actors."""
+        """Process ids of the pool's actors: the processes that hold the index."""
         return self.pool.pids()
 
     def stats(self) -> list[dict]:
-        """Each actor's call counters."""
+        """Each actor's call counters and FAISS threads (`RetrievalActor.stats`)."""
         return self.pool.stats()
 
     def close(self) -> None:
