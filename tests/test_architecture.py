@@ -58,3 +58,33 @@ def test_no_import_cycle_and_tiny_models_out_of_the_import_path():
     assert not [(a, b) for a, b in edges if (b, a) in edges], "packages that import each other"
     for path in SRC.rglob("*.py"):
         assert ("rayrag.tiny", True) not in _imports(path), f"{path} imports rayrag.tiny at module level"
+
+
+LIBRARIES = ("lightning", "ray", "jsonargparse", "transformers", "torch", "faiss", "datasets", "argparse")
+
+
+def test_src_uses_the_libraries_public_api_only():
+    """No `obj._private` attribute of another object (super()._x included: overriding a library's private method
+    counts too), and nothing imported from a private module or name of the libraries rayrag builds on. An object's
+    own attributes (self._x) and rayrag's own `_rayrag_*` marks on library objects are its business."""
+    found = []
+    for path in SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for n in ast.walk(tree):
+            where = f"{path.relative_to(SRC)}:{getattr(n, 'lineno', '?')}"
+            if isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__") \
+                    and not n.attr.startswith("_rayrag") \
+                    and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")):
+                found.append(f"{where} {ast.unparse(n)}")
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] in LIBRARIES and (
+                    any(p.startswith("_") for p in n.module.split(".")) or any(a.name.startswith("_") for a in n.names)):
+                found.append(f"{where} from {n.module} import {', '.join(a.name for a in n.names)}")
+    assert not found, "private API used: " + "; ".join(found)
+
+
+def test_no_test_switch_is_read_from_the_environment_by_src():
+    """Faults are injected by the tests (a callback, an actor subclass), never by production code reading a
+    RAYRAG_* variable."""
+    for path in SRC.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "RAYRAG_" not in text, f"{path} reads a RAYRAG_* environment variable"

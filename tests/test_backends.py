@@ -59,12 +59,13 @@ def wait_until(what: str, check, timeout: float = 60.0):
 
 @pytest.fixture
 def hold_dir(tmp_path, monkeypatch):
-    """Actors of pools created in this test hold calls while DIR/hold-I exists, after writing DIR/received-I."""
-    from rayrag.retrieval.ray.actor import HOLD_ENV
+    """Actors of pools created in this test hold calls while DIR/hold-I exists, after writing DIR/received-I, and
+    hold their (re)start while DIR/start-I exists, after writing DIR/starting-I (tests/_holding_actor.py)."""
+    from _holding_actor import use_holding_actors
 
     d = tmp_path / "hold"
     d.mkdir()
-    monkeypatch.setenv(HOLD_ENV, str(d))
+    use_holding_actors(d, monkeypatch)
     return d
 
 
@@ -83,6 +84,24 @@ def test_local_backend_orders_ties_by_id(tie_kb):
     np.testing.assert_array_equal(r.vectors, vectors[r.ids])
     # the stored vector queries really tie: three equal top scores
     assert (r.scores[::2, 0] == r.scores[::2, 2]).all()
+
+
+def test_a_retrieval_call_reads_each_stored_vector_once(tie_kb):
+    """The call re-ranks the index's candidates by their stored vectors and returns the top k's vectors from that
+    same read: one read of the vector store per call, of the candidates only."""
+    from rayrag.kb.store import KnowledgeBase
+    from rayrag.retrieval.search import retrieve
+
+    kb_dir, vectors = tie_kb
+    kb = KnowledgeBase(kb_dir)
+    reads = []
+    stored = kb.vectors
+    kb.vectors = lambda ids: reads.append(np.shape(ids)) or stored(ids)  # a wrapper that counts the reads
+    q = tie_queries(vectors, 6, seed=3)
+    r = retrieve(kb, q, K)
+    assert len(reads) == 1 and reads[0][0] == 6
+    np.testing.assert_array_equal(r.vectors, vectors[r.ids])
+    _same(r, local(kb_dir).retrieve(q, K))
 
 
 def test_pytorch_world_size_one_is_local(tie_kb):
@@ -361,6 +380,45 @@ def test_single_actor_killed_during_call_is_waited_for_while_it_restarts(tie_kb,
 
 
 @pytest.mark.slow
+def test_actor_killed_before_the_first_call_of_a_client_is_waited_for(tie_kb, ray_local, hold_dir):
+    """An actor SIGKILLed between the pool's creation and a client's first call (the pool's facts, asked for as
+    the client is made: the moment the ranks attach), its restart held until the client has tried: making the
+    client waits for the restart like any call instead of failing with "The actor is restarting", and its calls
+    get the right ids from the restarted actor."""
+    kb, vectors = tie_kb
+    service = ray_service(kb, 1, call_timeout_s=60, max_restarts=1, max_attempts=2, retry_backoff_s=0.01)
+    q = tie_queries(vectors, 4, seed=16)
+    pid = service.pids()[0]
+    box: dict = {}
+
+    def attach():
+        try:
+            box["client"] = service.spec.connect()
+        except Exception as e:  # reported below
+            box["error"] = e
+
+    try:
+        (hold_dir / "start-0").touch()  # the restart waits here ...
+        os.kill(pid, signal.SIGKILL)
+        wait_until("the actor restarting", (hold_dir / "starting-0").exists)
+        t = threading.Thread(target=attach)
+        t.start()
+        t.join(timeout=3)  # ... while the client's first call finds it restarting
+        assert t.is_alive() and not box, box
+        (hold_dir / "start-0").unlink()
+        t.join(timeout=60)
+        assert not t.is_alive() and "error" not in box, box
+        client = box["client"]
+        assert (client.dim, client.n_passages) == (vectors.shape[1], len(vectors))
+        np.testing.assert_array_equal(client.retrieve(q, K).ids, expected_top_k(vectors, q, K))
+        assert service.pids()[0] != pid
+        client.close()
+    finally:
+        (hold_dir / "start-0").unlink(missing_ok=True)
+        service.close()
+
+
+@pytest.mark.slow
 def test_hung_actor_call_times_out_and_is_resent(tie_kb, ray_local):
     kb, vectors = tie_kb
     service = ray_service(kb, 2, call_timeout_s=2.0, suspect_s=30.0)
@@ -424,19 +482,21 @@ def test_client_in_another_process_from_the_spec(tie_kb, ray_local, tmp_path):
 
 
 def test_train_options_retrieval_flags(tmp_path):
+    from rayrag.cluster.args import ClusterArgs
     from rayrag.errors import RayragError
+    from rayrag.retrieval.options import RetrievalArgs
     from rayrag.train.options import TrainOptions
 
-    def opts(**kw):
+    def opts(backend: str, workers: int = 1, address: str | None = None):
         return TrainOptions(data_dir=tmp_path, output_dir=tmp_path / "o", model_name_or_path=tmp_path, do_train=True,
-                            **kw)
+                            retrieval=RetrievalArgs(backend, workers), cluster=ClusterArgs(address))
 
-    with pytest.raises(RayragError, match="--num_retrieval_workers applies to --distributed_retriever ray"):
-        opts(distributed_retriever="pytorch", num_retrieval_workers=2).validate()
-    with pytest.raises(RayragError, match="--ray_address 'somewhere'"):
-        opts(distributed_retriever="ray", ray_address="somewhere").validate()
+    with pytest.raises(RayragError, match="--retrieval.num_workers applies to --retrieval.backend ray"):
+        opts("pytorch", 2).validate()
+    with pytest.raises(RayragError, match="--cluster.address 'somewhere'"):
+        opts("ray", address="somewhere").validate()
     for address in ("auto", "local", "10.0.0.1:6379", "ray://head:10001"):
-        opts(distributed_retriever="ray", num_retrieval_workers=4, ray_address=address).validate()
+        opts("ray", 4, address).validate()
 
 
 def test_coalescer_merges_requests_that_wait_together():
@@ -527,12 +587,12 @@ def test_coalescer_window_merges_requests_that_arrive_within_it():
 
 def test_unreachable_ray_address_fails_fast_with_the_fix():
     port = free_port()  # nothing listens there
-    code = ("from rayrag.ray_connect import connect\n"
-            f"connect('127.0.0.1:{port}', namespace='rayrag')")
+    code = ("from rayrag.cluster import connect\n"
+            f"connect('127.0.0.1:{port}', flag='--cluster.address')")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert f"RetrievalError: --ray_address 127.0.0.1:{port}: no Ray cluster answers there" in proc.stderr
+    assert f"RayConnectError: --cluster.address 127.0.0.1:{port}: no Ray cluster answers there" in proc.stderr
     assert "ray start --head" in proc.stderr
     assert time.monotonic() - t0 < 60
 

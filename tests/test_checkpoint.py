@@ -17,7 +17,9 @@ from conftest import assert_same_loss
 from rayrag.errors import RayragError
 from rayrag.kb.build import write_knowledge_base
 from rayrag.kb.store import KnowledgeBase
-from rayrag.model.assemble import InitOptions, init_model
+from rayrag.kb.args import KbArgs
+from rayrag.model.assemble import init_model
+from rayrag.model.options import InitOptions
 from rayrag.model.checkpoint import INFO_FILE, ModelInfo, load_model, read_info, save_model
 from rayrag.tiny import save_tiny_encoder, tiny_generator, train_tokenizer
 
@@ -39,8 +41,8 @@ def built(tmp_path_factory):
     vectors = np.random.default_rng(0).standard_normal((len(texts), 32)).astype(np.float32)
     write_knowledge_base(d / "kb", titles, texts, vectors, encoder="tiny", encoder_dir=encoder,
                          n_documents=len(texts))
-    rag = init_model(InitOptions(out=d / "rag", kb=d / "kb", generator="tiny-bart", n_docs=2))
-    bart = init_model(InitOptions(out=d / "bart", model_type="bart", kb=d / "kb", generator="tiny-bart"))
+    rag = init_model(InitOptions(out=d / "rag", generator="tiny-bart", n_docs=2, kb=KbArgs(path=d / "kb")))
+    bart = init_model(InitOptions(out=d / "bart", model_type="bart", generator="tiny-bart", kb=KbArgs(path=d / "kb")))
     return {"kb": d / "kb", "rag": rag, "bart": bart}
 
 

@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from conftest import rayrag, three_node_cluster
-from rayrag.kb.ray_embed import shard_dir, shard_rows, workers_that_fit
+from rayrag.cluster import workers_that_fit
+from rayrag.kb.ray_embed import shard_dir, shard_rows
 
 ARGS = ["--encoder", "minilm", "--passage_words", "12", "--max_length", "48", "--batch_size", "16"]
 MANIFEST_KEYS = ("encoder", "dim", "n_passages", "index_type", "pooling", "passage_words", "n_documents")
@@ -49,7 +50,7 @@ def assert_same_kb(kb: Path, plain: Path) -> None:
 
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory) -> Path:
-    from rayrag.data.synthetic import make_corpus, write_corpus
+    from rayrag.tasks.synthetic import make_corpus, write_corpus
 
     d = tmp_path_factory.mktemp("ray_index_corpus")
     write_corpus(make_corpus(60, seed=3), d / "documents.jsonl", d / "data")
@@ -91,27 +92,28 @@ def test_shards_give_every_worker_work_and_stay_bounded():
     assert shard_rows(21_000_000, 8, 64) == 4096
 
 
-@pytest.mark.parametrize("flags, message", [
-    ({"num_workers": 2}, "--num_workers applies to --ray"),
-    ({"ray_address": "auto"}, "--ray_address applies to --ray"),
-    ({"ray": True, "num_workers": 0}, "--num_workers 0: must be at least 1"),
-    ({"ray": True, "cpus_per_worker": 0.0}, "--cpus_per_worker 0.0: must be more than 0"),
-    ({"ray": True, "ray_address": "somewhere"}, "--ray_address 'somewhere'"),
+@pytest.mark.parametrize("ray, cluster, message", [
+    (False, {"workers": 2}, "--cluster.workers applies to --ray"),
+    (False, {"address": "auto"}, "--cluster.address applies to --ray"),
+    (True, {"workers": 0}, "--cluster.workers 0: must be at least 1"),
+    (True, {"cpus_per_worker": 0.0}, "--cluster.cpus_per_worker 0.0: must be more than 0"),
+    (True, {"address": "somewhere"}, "--cluster.address 'somewhere'"),
 ])
-def test_ray_flags_are_checked(flags, message):
+def test_ray_flags_are_checked(ray, cluster, message):
+    from rayrag.cluster.args import ClusterArgs
     from rayrag.errors import RayragError
     from rayrag.kb.options import IndexOptions
 
     with pytest.raises(RayragError, match=re.escape(message)):
-        IndexOptions(out=Path("kb"), docs=[Path("d.jsonl")], **flags).validate()
+        IndexOptions(out=Path("kb"), docs=[Path("d.jsonl")], ray=ray, cluster=ClusterArgs(**cluster)).validate()
     resolved = IndexOptions(out=Path("kb"), docs=[Path("d.jsonl")], ray=True).resolved()
-    assert (resolved.num_workers, resolved.cpus_per_worker) == (1, 1.0)
+    assert (resolved.cluster.workers, resolved.cluster.cpus_per_worker) == (1, 1.0)
 
 
 # ---------------------------------------------------------------- slow: the real pipeline
 
 # A Cluster started here runs without authentication; rayrag turns token mode on by itself when ~/.ray/auth_token
-# exists (ray_connect.py), and a token-mode driver refuses the cluster's calls back to it ("Missing
+# exists (rayrag/cluster/auth.py), and a token-mode driver refuses the cluster's calls back to it ("Missing
 # authorization header"), which Ray Data's actors make: the client must match the cluster, as the README says.
 CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}
 
@@ -171,7 +173,7 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_with_the_fix(cluster, docs, t
                  env=CLUSTER_ENV)
     assert run.returncode == 2, run.stderr[-3000:]
     error = run.stderr.strip().splitlines()[-1]
-    assert "--num_workers 3: the Ray cluster at" in error and "room for 2" in error, error
-    assert "lower --num_workers to 2" in error and "--cpus_per_worker 0.5" in error, error
+    assert "--cluster.workers 3: the Ray cluster at" in error and "room for 2" in error, error
+    assert "lower --cluster.workers to 2" in error and "--cluster.cpus_per_worker 0.5" in error, error
     assert time.monotonic() - t0 < 120  # refused, not left waiting for CPUs
     assert not (tmp_path / "kb").exists() and not shard_dir(tmp_path / "kb").exists()

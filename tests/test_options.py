@@ -16,6 +16,9 @@ from rayrag.cli.main import VERBS, main
 from rayrag.cli.parse import parse
 from rayrag.config import write_config
 from rayrag.errors import RayragError
+from rayrag.cluster.args import ClusterArgs
+from rayrag.kb.args import KbArgs
+from rayrag.retrieval.options import RetrievalArgs
 from rayrag.retrieval.ray.config import PoolConfig
 from rayrag.train.options import TrainOptions
 
@@ -141,42 +144,84 @@ def test_spellings_reach_the_fields():
 
 
 def test_pool_flags_reach_the_pool_config():
-    """--pool.* (and the old --retrieval_timeout_s / --retrieval_max_restarts): defaults are PoolConfig's,
-    values reach opts.pool, and they are refused with other backends or out of range."""
-    assert options("train", *TRAIN, "--do_train").pool == PoolConfig()
+    """--retrieval.pool.* (and the old --pool.*, --retrieval_timeout_s, --retrieval_max_restarts): defaults are
+    PoolConfig's, values reach opts.retrieval.pool, and they are refused with other backends or out of range."""
+    assert options("train", *TRAIN, "--do_train").retrieval.pool == PoolConfig()
     o = options("train", *TRAIN, "--do_train", "--distributed_retriever", "ray", "--pool.call_timeout_s", "2.5",
-                "--retrieval_max_restarts", "-1", "--pool.faiss_threads", "3", "--pool.lookup_timeout_s", "9",
+                "--retrieval_max_restarts", "-1", "--retrieval.pool.faiss_threads", "3", "--pool.lookup_timeout_s", "9",
                 "--num_retrieval_workers", "2")
-    assert o.pool == PoolConfig(call_timeout_s=2.5, max_restarts=-1, faiss_threads=3, lookup_timeout_s=9.0)
-    assert o.num_retrieval_workers == 2
+    assert o.retrieval == RetrievalArgs("ray", 2, PoolConfig(call_timeout_s=2.5, max_restarts=-1, faiss_threads=3,
+                                                             lookup_timeout_s=9.0))
     o.validate()
 
     def opts(**kw):
         return TrainOptions(data_dir=Path("d"), output_dir=Path("o"), model_name_or_path=Path("m"), do_train=True,
-                            **kw)
+                            retrieval=RetrievalArgs(**kw))
 
-    with pytest.raises(RayragError, match="--pool.call_timeout_s applies to --distributed_retriever ray, not local"):
+    with pytest.raises(RayragError, match="--retrieval.pool.call_timeout_s applies to --retrieval.backend ray, not "
+                                          "local"):
         opts(pool=PoolConfig(call_timeout_s=5.0)).validate()
-    with pytest.raises(RayragError, match="--pool.suspect_s applies to --distributed_retriever ray, not pytorch"):
-        opts(distributed_retriever="pytorch", pool=PoolConfig(suspect_s=1.0)).validate()
-    with pytest.raises(RayragError, match="--num_retrieval_workers applies to --distributed_retriever ray"):
-        opts(num_retrieval_workers=2).validate()
-    with pytest.raises(RayragError, match="--pool.max_restarts -2: must be -1"):
-        opts(distributed_retriever="ray", pool=PoolConfig(max_restarts=-2)).validate()
-    with pytest.raises(RayragError, match="--pool.call_timeout_s 0.0: must be positive"):
-        opts(distributed_retriever="ray", pool=PoolConfig(call_timeout_s=0.0)).validate()
-    with pytest.raises(RayragError, match="--pool.max_concurrency 0: must be 1 or more"):
-        opts(distributed_retriever="ray", pool=PoolConfig(max_concurrency=0)).validate()
+    with pytest.raises(RayragError, match="--retrieval.pool.suspect_s applies to --retrieval.backend ray, not pytorch"):
+        opts(backend="pytorch", pool=PoolConfig(suspect_s=1.0)).validate()
+    with pytest.raises(RayragError, match="--retrieval.num_workers applies to --retrieval.backend ray"):
+        opts(num_workers=2).validate()
+    with pytest.raises(RayragError, match="--retrieval.pool.max_restarts -2: must be -1"):
+        opts(backend="ray", pool=PoolConfig(max_restarts=-2)).validate()
+    with pytest.raises(RayragError, match="--retrieval.pool.call_timeout_s 0.0: must be positive"):
+        opts(backend="ray", pool=PoolConfig(call_timeout_s=0.0)).validate()
+    with pytest.raises(RayragError, match="--retrieval.pool.max_concurrency 0: must be 1 or more"):
+        opts(backend="ray", pool=PoolConfig(max_concurrency=0)).validate()
+
+
+def test_the_parts_are_shared_and_checked_once():
+    """Every verb that needs a part nests the same dataclass, so a part's flags and checks are the same
+    everywhere; a bad address is refused by the one check, naming the flag."""
+    for verb, extra in (("train", ["--do_train"]), ("eval", []), ("ask", []), ("init-model", [])):
+        o = options(verb, *REQUIRED[verb], *extra, "--kb", "k")
+        assert isinstance(o.kb, KbArgs) and o.kb.path == Path("k"), verb
+    for verb in ("train", "eval", "ask"):
+        o = options(verb, *REQUIRED[verb], "--distributed_retriever", "ray", "--ray_address", "auto")
+        assert o.retrieval.backend == "ray" and o.cluster.address == "auto", verb
+        with pytest.raises(RayragError, match="--cluster.address 'x': use auto"):
+            dataclasses.replace(o, cluster=ClusterArgs(address="x")).validate()
+    ind = options("index", *REQUIRED["index"], "--ray", "--num_workers", "2", "--ray_address", "h:1",
+                  "--cpus-per-worker", "0.5")
+    assert ind.cluster == ClusterArgs(address="h:1", workers=2, cpus_per_worker=0.5)
+    assert options("tune", *REQUIRED["tune"], "--kb", "k").train.kb.path == Path("k")
+
+
+def test_choices_are_refused_by_the_parser_and_listed_in_help(capsys):
+    assert parse_error("train", *TRAIN, "--lr_scheduler", "step") == \
+        "--lr_scheduler step: expected one of linear, cosine, cosine_w_restarts, polynomial, constant"
+    assert "expected one of local, pytorch, ray" in parse_error("train", *TRAIN, "--distributed_retriever", "faiss")
+    assert "expected one of flat, hnsw, ivfpq" in parse_error("index", *REQUIRED["index"], "--index-type", "lsh")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "{local,pytorch,ray}" in capsys.readouterr().out
+
+
+def test_worker_counts_that_agree_are_no_conflict():
+    """The seed's command line says --gpus 2 (or --devices 2); adding --launcher ray --num_workers 2 says 2 again."""
+    for count in (["--gpus", "2"], ["--devices", "2"]):
+        o = options("train", *TRAIN, "--do_train", *count, "--launcher", "ray", "--num_workers", "2")
+        o.validate()
+        assert o.resolved().cluster.workers == 2
+        o = options("train", *TRAIN, "--do_train", *count, "--launcher", "ray", "--cluster.workers", "3")
+        with pytest.raises(RayragError, match=r"--cluster.workers 3 and --(gpus|devices) 2: .* drop one or make them "
+                                              "agree"):
+            o.validate()
+    with pytest.raises(RayragError, match="--cluster.cpus_per_worker applies to --launcher ray"):
+        options("train", *TRAIN, "--do_train", "--cpus_per_worker", "1").validate()
 
 
 def test_resolved_returns_a_new_object_and_changes_nothing(tmp_path):
     kb = tmp_path / "kb"
     o = TrainOptions(data_dir=Path("d"), output_dir=Path("o"), model_name_or_path=Path("m"), do_train=True, gpus=2,
-                     passages_path=kb / "passages", index_path=kb / "index.faiss")
+                     kb=KbArgs(passages_path=kb / "passages", index_path=kb / "index.faiss"))
     before = dataclasses.replace(o)
     r = o.resolved()
-    assert o == before and o.kb is None and o.accelerator == "auto" and o.devices == 1
-    assert (r.accelerator, r.devices, r.kb) == ("gpu", 2, kb) and r.pool is not o.pool
+    assert o == before and o.kb.path is None and o.accelerator == "auto" and o.devices == 1
+    assert (r.accelerator, r.devices, r.kb) == ("gpu", 2, KbArgs(path=kb)) and r.retrieval.pool is not o.retrieval.pool
     assert r.resolved() == r  # resolving twice changes nothing more
     o.validate()
     assert o == before
@@ -189,14 +234,15 @@ def test_resolved_returns_a_new_object_and_changes_nothing(tmp_path):
         assert resolved is not opts and opts == copy, verb
     assert options("eval", "--model", "m", "--data_dir", "d").resolved().out == Path("m") / "eval"
     assert options("bench retrieval", "--index_size", "10000").resolved().clusters == 100
-    assert options("init-model", "--out", "m", "--kb", "kb").resolved().kb == Path("kb").resolve()
+    assert options("init-model", "--out", "m", "--kb", "kb").resolved().kb.path == Path("kb").resolve()
 
 
 def test_resolving_refuses_contradictions(tmp_path):
     base = dict(data_dir=Path("d"), output_dir=Path("o"), model_name_or_path=Path("m"), do_train=True)
     cases = [(dict(gpus=1, accelerator="cpu"), "--gpus 1 contradicts --accelerator cpu"),
-             (dict(passages_path=tmp_path / "hf" / "my_knowledge_dataset"), "--passages_path .*: give --index_path too"),
-             (dict(kb=tmp_path / "other", index_path=tmp_path / "kb" / "index.faiss"), "--kb .* contradicts")]
+             (dict(kb=KbArgs(passages_path=tmp_path / "hf" / "my_knowledge_dataset")),
+              "--passages_path .*: give --index_path too"),
+             (dict(kb=KbArgs(tmp_path / "other", index_path=tmp_path / "kb" / "index.faiss")), "--kb .* contradicts")]
     for kw, message in cases:
         with pytest.raises(RayragError, match=message):
             TrainOptions(**base, **kw).resolved()
@@ -206,8 +252,8 @@ def test_resolving_refuses_contradictions(tmp_path):
 
 @pytest.mark.parametrize("verb,argv,message", [
     ("train", [*TRAIN, "--n_docs", "x"], "--n_docs x: expected int or null"),
-    ("train", [*TRAIN, "--pool.call_timeout_s", "soon"], "--pool.call_timeout_s soon: expected float"),
-    ("train", [*TRAIN, "--retrieval_timeout_s", "soon"], "--pool.call_timeout_s soon: expected float"),
+    ("train", [*TRAIN, "--pool.call_timeout_s", "soon"], "--retrieval.pool.call_timeout_s soon: expected float"),
+    ("train", [*TRAIN, "--retrieval_timeout_s", "soon"], "--retrieval.pool.call_timeout_s soon: expected float"),
     ("train", [*TRAIN, "--do_train", "maybe"], "unrecognized arguments: maybe"),
     ("train", [*TRAIN, "--n_dox", "3"], "did you mean --n_docs"),
     ("train", ["--data_dir", "d"], "missing --(output_dir|model_name_or_path).*: give them as flags or in --config"),
@@ -232,12 +278,10 @@ def test_main_prints_parse_errors_as_one_line(capsys):
 @pytest.mark.parametrize("verb,argv,message", [
     ("train", [*TRAIN], "nothing to do: pass --do_train, --do_predict or both"),
     ("train", [*TRAIN, "--do_train", "--train_batch_size", "0"], "--train_batch_size 0: must be at least 1"),
-    ("train", [*TRAIN, "--do_train", "--lr_scheduler", "step"], "--lr_scheduler 'step': choose one of"),
     ("train", [*TRAIN, "--do_train", "--label_smoothing", "1.5"], r"--label_smoothing 1.5: must be in \[0, 1\)"),
     ("train", [*TRAIN, "--do_train", "--gpus", "-1"], "--gpus -1: must be at least 0"),
-    ("train", [*TRAIN, "--do_train", "--distributed_retriever", "ray", "--ray_address", "x"], "--ray_address 'x'"),
+    ("train", [*TRAIN, "--do_train", "--distributed_retriever", "ray", "--ray_address", "x"], "--cluster.address 'x'"),
     ("index", ["--docs", "a", "--out", "kb", "--passage-words", "0"], "--passage_words 0: must be at least 1"),
-    ("index", ["--docs", "a", "--out", "kb", "--index-type", "lsh"], "--index_type 'lsh': choose one of"),
     ("index", ["--docs", "a", "--out", "kb", "--ivf-nprobe", "0"], "--index.ivf_nprobe 0: must be at least 1"),
     ("init-model", ["--out", "m"], "--model_type rag_token retrieves: pass --kb KB_DIR"),
     ("eval", ["--model", "m", "--data_dir", "d", "--batch_size", "0"], "--batch_size 0: must be at least 1"),
@@ -247,6 +291,8 @@ def test_main_prints_parse_errors_as_one_line(capsys):
     ("demo", ["--train-minutes", "0"], "--train_minutes 0.0: must be positive"),
     ("bench retrieval", ["--steps", "0"], "--steps 0: must be at least 1"),
     ("bench retrieval", ["--index-type", "lsh"], "--index_type 'lsh'"),
+    ("index", ["--docs", "a", "--out", "kb", "--num_workers", "2"], "--cluster.workers applies to --ray"),
+    ("eval", ["--model", "m", "--data_dir", "d", "--num_workers", "2"], "--cluster.workers: answering starts no Ray"),
 ])
 def test_bad_values_name_the_flag(verb, argv, message):
     opts = options(verb, *argv)
@@ -264,7 +310,8 @@ def test_written_config_reruns_the_same_options(tmp_path):
     assert path == tmp_path / "run" / "config.yaml"
     text = path.read_text()
     loaded = yaml.safe_load(text)
-    assert loaded["data_dir"] == "d" and loaded["kb"] == str(tmp_path / "kb") and loaded["pool"]["call_timeout_s"] == 7
+    assert loaded["data_dir"] == "d" and loaded["kb"]["path"] == str(tmp_path / "kb")
+    assert loaded["retrieval"]["pool"]["call_timeout_s"] == 7
     assert loaded["accelerator"] == "cpu" and loaded["n_docs"] is None and "!!" not in text  # plain YAML
     assert options("train", "--config", str(path)) == opts
     assert options("train", "--config", str(path)).resolved() == opts
@@ -279,8 +326,22 @@ def test_train_writes_its_resolved_config_first(tmp_path):
     from rayrag.train.run import train
 
     opts = TrainOptions(data_dir=tmp_path, output_dir=tmp_path / "run", model_name_or_path=tmp_path / "nomodel",
-                        do_train=True, gpus=0, index_path=tmp_path / "kb" / "index.faiss")
+                        do_train=True, gpus=0, kb=KbArgs(index_path=tmp_path / "kb" / "index.faiss"))
     with pytest.raises(RayragError):
         train(opts)
-    assert opts.kb is None and opts.accelerator == "auto"  # the caller's options are untouched
+    assert opts.kb.path is None and opts.accelerator == "auto"  # the caller's options are untouched
     assert options("train", "--config", str(tmp_path / "run" / "config.yaml")) == opts.resolved()
+
+
+def test_a_config_written_before_the_options_were_grouped_still_reruns(tmp_path):
+    """A config.yaml with the flat keys of earlier releases (kb, distributed_retriever, pool, ray_address) reads as
+    the same options as today's grouped file."""
+    old = tmp_path / "old.yaml"
+    old.write_text("data_dir: d\noutput_dir: o\nmodel_name_or_path: m\ndo_train: true\nkb: some/kb\n"
+                   "distributed_retriever: ray\nnum_retrieval_workers: 2\nray_address: auto\n"
+                   "pool:\n  call_timeout_s: 7.0\n  resources: {retrieval: 0.5}\nlearning_rate: 0.001\n")
+    o = options("train", "--config", str(old))
+    assert o == options("train", *TRAIN, "--do_train", "--kb", "some/kb", "--retrieval.backend", "ray",
+                        "--retrieval.num_workers", "2", "--cluster.address", "auto", "--learning_rate", "1e-3",
+                        "--retrieval.pool.call_timeout_s", "7", "--retrieval.pool.resources", '{"retrieval": 0.5}')
+    assert options("tune", "--config", str(old), "--search.n_docs", "choice:2,3").train == o

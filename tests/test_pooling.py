@@ -20,7 +20,9 @@ from rayrag.errors import RayragError
 from rayrag.kb.build import write_knowledge_base
 from rayrag.kb.manifest import MANIFEST, Manifest
 from rayrag.kb.store import KnowledgeBase
-from rayrag.model.assemble import InitOptions, init_model
+from rayrag.kb.args import KbArgs
+from rayrag.model.assemble import init_model
+from rayrag.model.options import InitOptions
 from rayrag.model.checkpoint import load_model
 from rayrag.tiny import save_tiny_encoder, train_tokenizer
 
@@ -44,8 +46,8 @@ def built(tmp_path_factory):
         write_knowledge_base(d / f"kb_{p}", TITLES, TEXTS, vectors, encoder="tiny", encoder_dir=encoder,
                              n_documents=len(TEXTS), pooling=p)
         out[f"kb_{p}"] = d / f"kb_{p}"
-        out[f"rag_{p}"] = init_model(InitOptions(out=d / f"rag_{p}", kb=d / f"kb_{p}", generator="tiny-bart",
-                                                 n_docs=2))
+        out[f"rag_{p}"] = init_model(InitOptions(out=d / f"rag_{p}", generator="tiny-bart",
+                                                 n_docs=2, kb=KbArgs(path=d / f"kb_{p}")))
     return out
 
 
@@ -153,8 +155,8 @@ def test_a_pooling_mismatch_is_one_line_naming_both_and_the_fix(built):
     with pytest.raises(RayragError, match=r"pools by mean .* cls pooling"):
         load_model(built["rag_mean"], kb=built["kb_cls"])
     with pytest.raises(RayragError, match=r"--pooling cls: the knowledge base .* mean pooling"):
-        init_model(InitOptions(out=built["kb_mean"].parent / "x", kb=built["kb_mean"], generator="tiny-bart",
-                               pooling="cls"))
+        init_model(InitOptions(out=built["kb_mean"].parent / "x", generator="tiny-bart",
+                               pooling="cls", kb=KbArgs(path=built["kb_mean"])))
 
 
 def test_train_refuses_a_model_whose_pooling_differs_from_the_knowledge_base(built, corpus_dir, tmp_path):
@@ -162,7 +164,7 @@ def test_train_refuses_a_model_whose_pooling_differs_from_the_knowledge_base(bui
     from rayrag.train.run import train
 
     opts = TrainOptions(data_dir=corpus_dir / "data", output_dir=tmp_path / "run", model_name_or_path=built["rag_cls"],
-                        kb=built["kb_mean"], do_train=True, max_steps=1, progress=False)
+                        do_train=True, max_steps=1, progress=False, kb=KbArgs(path=built["kb_mean"]))
     with pytest.raises(RayragError, match=r"pools by cls .* mean pooling"):
         train(opts)
     assert not (tmp_path / "run" / "checkpoints").exists()

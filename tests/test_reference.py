@@ -26,7 +26,9 @@ from rayrag.kb.build import write_knowledge_base
 from rayrag.kb.convert import convert
 from rayrag.kb.layout import KbLocation, directory, from_flags, from_pair
 from rayrag.kb.store import KnowledgeBase
-from rayrag.model.assemble import InitOptions, init_model
+from rayrag.kb.args import KbArgs
+from rayrag.model.assemble import init_model
+from rayrag.model.options import InitOptions
 from rayrag.model.checkpoint import INFO_FILE, ModelInfo, load_model, read_info, with_type
 from rayrag.retrieval.search import search
 from rayrag.tiny import save_tiny_encoder, train_tokenizer
@@ -89,7 +91,7 @@ def built(tmp_path_factory):
     vectors = np.random.default_rng(0).standard_normal((len(texts), DIM)).astype(np.float32)
     passages, index = write_reference_kb(d / "hf", titles, texts, vectors)
     write_knowledge_base(d / "kb", titles, texts, vectors, encoder="tiny", encoder_dir=encoder, n_documents=12)
-    rag = init_model(InitOptions(out=d / "rag", kb=d / "kb", generator="tiny-bart", n_docs=2))
+    rag = init_model(InitOptions(out=d / "rag", generator="tiny-bart", n_docs=2, kb=KbArgs(path=d / "kb")))
     return {"dir": d, "hf": d / "hf", "passages": passages, "index": index, "kb": d / "kb", "rag": rag,
             "vectors": vectors, "titles": titles, "encoder": encoder}
 
@@ -340,9 +342,10 @@ def test_init_model_on_a_reference_knowledge_base_loads_with_plain_transformers(
     from transformers import RagRetriever
 
     _raises_one_line(r"--question_encoder: .* records no encoder", init_model,
-                     InitOptions(out=tmp_path / "m0", kb=built["hf"], generator="tiny-bart", n_docs=2))
-    out = init_model(InitOptions(out=tmp_path / "m", passages_path=built["passages"], index_path=built["index"],
-                                 question_encoder=str(built["encoder"]), generator="tiny-bart", n_docs=2))
+                     InitOptions(out=tmp_path / "m0", generator="tiny-bart", n_docs=2, kb=KbArgs(path=built["hf"])))
+    out = init_model(InitOptions(out=tmp_path / "m",
+                                 question_encoder=str(built["encoder"]), generator="tiny-bart", n_docs=2,
+                                 kb=KbArgs(passages_path=built["passages"], index_path=built["index"])))
     assert read_info(out) == ModelInfo("rag_token", kb=str(built["passages"].resolve()),
                                        index_path=str(built["index"].resolve()))
     assert json.loads((out / INFO_FILE).read_text())["index_path"] == str(built["index"].resolve())

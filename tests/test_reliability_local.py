@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,13 @@ def test_exception_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial or temporary file
 
 
+def _train_crashing_after(step: int, *args) -> subprocess.CompletedProcess:
+    """`rayrag train ARGS` that dies (exit 17) after optimizer step `step`: tests/_crash_train.py."""
+    script = Path(__file__).with_name("_crash_train.py")
+    return subprocess.run([sys.executable, str(script), str(step), *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
 def _weights(run_dir):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     return state["global_step"], state["state_dict"]
@@ -41,7 +49,7 @@ def test_crash_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path, c
             "--train_batch_size", "16", "--num_train_epochs", "2", "--learning_rate", "1e-3", "--dropout", "0.1",
             "--save_every_n_steps", "3", "--val_check_interval", "1.0", "--n_val", "8", "--no-progress", "--quiet"]
     rayrag(*args, "--output_dir", tmp_path / "clean")
-    crashed = rayrag(*args, "--output_dir", tmp_path / "crash", check=False, env={"RAYRAG_CRASH_AFTER_STEP": "14"})
+    crashed = _train_crashing_after(14, *args[1:], "--output_dir", tmp_path / "crash")
     assert crashed.returncode == 17
     step_at_crash, _ = _weights(tmp_path / "crash")
     assert step_at_crash == 12  # the last checkpoint before the crash (every 3 steps)
@@ -61,7 +69,7 @@ def test_a_two_process_run_resumed_equals_an_uninterrupted_one_exactly(tmp_path,
             "--num_train_epochs", "1", "--n_train", "64", "--train_batch_size", "4", "--n_val", "4", "--seed", "7",
             "--devices", "2", "--log_every_n_steps", "1", "--save_every_n_steps", "2", "--no-progress", "--quiet"]
     rayrag(*args, "--output_dir", tmp_path / "clean")
-    crashed = rayrag(*args, "--output_dir", tmp_path / "crash", check=False, env={"RAYRAG_CRASH_AFTER_STEP": "3"})
+    crashed = _train_crashing_after(3, *args[1:], "--output_dir", tmp_path / "crash")
     assert crashed.returncode == 17
     assert _weights(tmp_path / "crash")[0] == 2
     rayrag(*args, "--output_dir", tmp_path / "crash", "--resume")

@@ -22,6 +22,7 @@ import pytest
 
 from _fixtures_backends import child_env
 from conftest import three_node_cluster
+from rayrag.cluster.args import ClusterArgs
 from rayrag.errors import RayragError
 from rayrag.train.options import TrainOptions
 from rayrag.train.ray_launch import RUN_NAME, refusal
@@ -29,20 +30,21 @@ from rayrag.train.ray_launch import RUN_NAME, refusal
 # ----- fast tier: flags, worker count, what fits ------------------------------------------------------------
 
 
-def _opts(tmp_path: Path, **kw) -> TrainOptions:
+def _opts(tmp_path: Path, cluster: ClusterArgs | None = None, **kw) -> TrainOptions:
     return TrainOptions(data_dir=tmp_path / "data", output_dir=tmp_path / "out", model_name_or_path=tmp_path / "m",
-                        do_train=True, **kw)
+                        do_train=True, cluster=cluster or ClusterArgs(), **kw)
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"launcher": "slurm"}, "--launcher 'slurm': choose one of local, ray"),
-    ({"use_gpu": True}, "--use_gpu applies to --launcher ray"),
-    ({"cpus_per_worker": 1.0}, "--cpus_per_worker applies to --launcher ray"),
+    ({"cluster": ClusterArgs(use_gpu=True)}, "--cluster.use_gpu applies to --launcher ray"),
+    ({"cluster": ClusterArgs(cpus_per_worker=1.0)}, "--cluster.cpus_per_worker applies to --launcher ray"),
     ({"max_failures": 0}, "--max_failures applies to --launcher ray"),
-    ({"launcher": "ray", "cpus_per_worker": 0.0}, "--cpus_per_worker 0.0: must be more than 0"),
-    ({"launcher": "ray", "max_failures": -2}, "--max_failures -2: must be -1 (without limit) or more"),
+    ({"launcher": "ray", "cluster": ClusterArgs(cpus_per_worker=0.0)},
+     "--cluster.cpus_per_worker 0.0: must be more than 0"),
+    ({"launcher": "ray", "max_failures": -2}, "--max_failures -2: must be at least -1"),
     ({"launcher": "ray", "num_nodes": 2}, "--num_nodes 2: with --launcher ray, Ray places the workers"),
-    ({"launcher": "ray", "use_gpu": True, "accelerator": "cpu"}, "--use_gpu contradicts --accelerator cpu"),
+    ({"launcher": "ray", "cluster": ClusterArgs(use_gpu=True), "accelerator": "cpu"},
+     "--cluster.use_gpu contradicts --accelerator cpu"),
     ({"launcher": "ray", "num_workers": 2, "devices": 3}, "--num_workers 2 and --devices 3"),
 ])
 def test_launcher_flags_are_checked(tmp_path, flags, message):
@@ -50,31 +52,34 @@ def test_launcher_flags_are_checked(tmp_path, flags, message):
         _opts(tmp_path, **flags).validate()
 
 
-def test_worker_count_comes_from_num_workers_then_devices_then_gpus(tmp_path):
-    assert _opts(tmp_path, launcher="ray", num_workers=3).resolved().ray_workers() == 3
-    assert _opts(tmp_path, launcher="ray", devices=2).resolved().ray_workers() == 2
+def test_worker_count_comes_from_the_cluster_part_then_num_workers_then_devices_then_gpus(tmp_path):
+    assert _opts(tmp_path, launcher="ray", cluster=ClusterArgs(workers=2), devices=2).resolved().cluster.workers == 2
+    assert _opts(tmp_path, launcher="ray", num_workers=3).resolved().cluster.workers == 3
+    assert _opts(tmp_path, launcher="ray", devices=2).resolved().cluster.workers == 2
     gpus = _opts(tmp_path, launcher="ray", gpus=4).resolved()  # the reference's --gpus 4: 4 workers, one GPU each
-    assert (gpus.ray_workers(), gpus.use_gpu) == (4, True)
-    assert _opts(tmp_path, launcher="ray").resolved().ray_workers() == 1
-    assert not _opts(tmp_path, devices=2, gpus=2).resolved().use_gpu  # the local launcher asks Ray for nothing
+    assert (gpus.cluster.workers, gpus.cluster.use_gpu) == (4, True)
+    assert _opts(tmp_path, launcher="ray").resolved().cluster == ClusterArgs(workers=1, cpus_per_worker=0.5)
+    assert _opts(tmp_path, devices=2, gpus=2).resolved().cluster == ClusterArgs()  # the local launcher asks Ray nothing
 
 
 def test_refusal_names_the_flag_and_what_fits(tmp_path):
     nodes = [{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}]
-    assert refusal(_opts(tmp_path, launcher="ray", num_workers=2, cpus_per_worker=0.75), nodes, "here") is None
-    why = refusal(_opts(tmp_path, launcher="ray", num_workers=3, cpus_per_worker=0.75), nodes, "here")
-    assert why.startswith("--num_workers 3: the Ray cluster at here cannot hold 3 training workers of 0.75 CPU")
-    assert "room for 2" in why and "lower --num_workers to 2" in why and "--cpus_per_worker 0.5" in why
-    why = refusal(_opts(tmp_path, launcher="ray", devices=2, use_gpu=True), nodes, "here")
-    assert why.startswith("--devices 2:") and "room for 0" in why and "drop --use_gpu" in why
+    def resolved(**kw):
+        return _opts(tmp_path, launcher="ray", **kw).resolved()
+
+    assert refusal(resolved(cluster=ClusterArgs(workers=2, cpus_per_worker=0.75)), nodes, "here") is None
+    why = refusal(resolved(cluster=ClusterArgs(workers=3, cpus_per_worker=0.75)), nodes, "here")
+    assert why.startswith("--cluster.workers 3: the Ray cluster at here cannot hold 3 training workers of 0.75 CPU")
+    assert "room for 2" in why and "lower --cluster.workers to 2" in why and "--cluster.cpus_per_worker 0.5" in why
+    why = refusal(resolved(devices=2, cluster=ClusterArgs(use_gpu=True)), nodes, "here")
+    assert why.startswith("--cluster.workers 2:") and "room for 0" in why and "drop --cluster.use_gpu" in why
 
 
 def test_tune_refuses_the_ray_launcher(tmp_path):
     from rayrag.tune.options import TuneOptions
 
     with pytest.raises(RayragError, match=re.escape("--launcher ray: Ray Tune starts the trials")):
-        TuneOptions(data_dir=tmp_path / "d", output_dir=tmp_path / "o", model_name_or_path=tmp_path / "m",
-                    launcher="ray").validate()
+        TuneOptions(_opts(tmp_path, launcher="ray")).validate()
 
 
 def test_a_failed_run_is_told_in_one_line():
@@ -94,8 +99,8 @@ def test_the_report_reuses_the_file_a_model_checkpoint_wrote_at_that_step(tmp_pa
     import lightning as L
     import torch
 
-    from rayrag.train.ray_launch import _file_written_at, saved_at
-    from rayrag.train.run import _trainer
+    from rayrag.train.ray_launch import _file_written_at
+    from rayrag.train.run import Job, build_trainer
 
     class Tiny(L.LightningModule):
         def __init__(self):
@@ -113,10 +118,11 @@ def test_the_report_reuses_the_file_a_model_checkpoint_wrote_at_that_step(tmp_pa
     class Look(L.pytorch.callbacks.Checkpoint):  # listed where ReportCheckpoint is: after the ModelCheckpoints
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
-            seen[step] = (saved_at(trainer, step), _file_written_at(trainer, step))
+            written = _file_written_at(trainer, step)
+            seen[step] = (written is not None, written)
 
     opts = _opts(tmp_path, max_steps=5, save_every_n_steps=2, val_check_interval=1000.0, progress=False)
-    trainer = _trainer(opts, tmp_path / "out", extra=[Look()])
+    trainer = build_trainer(Job(opts, info=None, kb=None), callbacks=[Look()])
     trainer.fit(Tiny(), torch.utils.data.DataLoader(torch.randn(5, 2), batch_size=1))
     assert {s: saved for s, (saved, _) in seen.items()} == {1: False, 2: True, 3: False, 4: True, 5: False}
     for step in (2, 4):
@@ -278,6 +284,6 @@ def test_a_job_the_cluster_cannot_hold_is_refused_with_the_fix(cluster, corpus_d
                           timeout=120, env=child_env(**CLUSTER_ENV))
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = proc.stderr.strip().splitlines()[-1]
-    assert "--num_workers 3: the Ray cluster at" in error and "room for 2" in error, error
-    assert "lower --num_workers to 2" in error and "--cpus_per_worker 0.5" in error, error
+    assert "--cluster.workers 3: the Ray cluster at" in error and "room for 2" in error, error
+    assert "lower --cluster.workers to 2" in error and "--cluster.cpus_per_worker 0.5" in error, error
     assert time.monotonic() - t0 < 60  # refused, not left waiting for CPUs

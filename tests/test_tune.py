@@ -18,15 +18,17 @@ from pathlib import Path
 import pytest
 
 from rayrag.errors import RayragError
+from rayrag.train.options import TrainOptions
 from rayrag.tune.options import TuneOptions
 from rayrag.tune.space import build_space, check_values, parse_dimension
 
 # ----- fast tier: the space, the options, one-line errors --------------------------------------------------
 
 
-def _opts(tmp_path: Path, **kw) -> TuneOptions:
-    return TuneOptions(data_dir=tmp_path / "data", output_dir=tmp_path / "out", model_name_or_path=tmp_path / "m",
-                       **kw)
+def _opts(tmp_path: Path, train: dict | None = None, **kw) -> TuneOptions:
+    """Search options over train options of `train` (field -> value) and search flags `kw`."""
+    return TuneOptions(TrainOptions(data_dir=tmp_path / "data", output_dir=tmp_path / "out",
+                                    model_name_or_path=tmp_path / "m", **(train or {})), **kw)
 
 
 def _space(tmp_path: Path, text: str) -> Path:
@@ -84,15 +86,15 @@ BAD_SPACES = [
     ("learning_rate: {lognormal: [1, 2]}\n", r"learning_rate: unknown distribution 'lognormal'; did you mean"),
     ("learning_rate: 0.001\n", r"learning_rate: 0\.001 is not a distribution; write one distribution per option"),
     ("n_docs: {choice: []}\n", r"n_docs: choice takes a non-empty list of values"),
-    ("n_docs: {choice: [2, x]}\n", r"n_docs: choice value 'x' is not a int; give int values"),
+    ("n_docs: {choice: [2, x]}\n", r"n_docs: choice value 'x' is not a int; give such values"),
     ("lr_scheduler: {uniform: [1, 2]}\n", r"lr_scheduler: uniform needs a numeric option"),
     ("learning_rate: {loguniform: [1.0e-5, 3.0e-4]\nn_docs: [2\n", r"space\.yaml:\d+: not valid YAML or JSON"),
     ("- learning_rate\n", r"space\.yaml: holds a list, not a mapping"),
     ("", r"space\.yaml: empty; write one distribution per option"),
     ("dropout: {uniform: [0.0, 1.5]}\n", r"space\.yaml: dropout: uniform\[0\.0, 1\.5\] can give 1\.5, which `rayrag "
                                          r"train` refuses \(--dropout 1\.5: must be in \[0, 1\]\); narrow"),
-    ("lr_scheduler: {choice: [linear, cosinus]}\n", r"lr_scheduler: choice\['linear', 'cosinus'\] can give 'cosinus'"
-                                                    r".*--lr_scheduler 'cosinus': choose one of"),
+    ("lr_scheduler: {choice: [linear, cosinus]}\n", r"lr_scheduler: choice value 'cosinus' is not one of linear, "
+                                                    r"cosine, cosine_w_restarts, polynomial, constant"),
 ]
 
 
@@ -115,13 +117,13 @@ def test_bad_inline_flag_names_the_flag():
 
 @pytest.mark.parametrize("kw,message", [
     ({}, r"nothing to search: give --space FILE or an inline --search\.OPTION"),
-    ({"devices": 2}, r"--devices 2: a trial runs one training process"),
-    ({"scheduler": "hyperband"}, r"--scheduler 'hyperband': choose one of asha, fifo"),
-    ({"do_predict": True}, r"--do_predict: a search trains only"),
+    ({"train": {"devices": 2}}, r"--devices 2: a trial runs one training process"),
+    ({"scheduler": "hyperband"}, r"--scheduler 'hyperband': choose asha or fifo"),
+    ({"train": {"do_predict": True}}, r"--do_predict: a search trains only"),
     ({"cpus_per_trial": 0.0}, r"--cpus_per_trial 0\.0: must be above 0"),
     ({"reduction_factor": 1.0}, r"--reduction_factor 1\.0: must be above 1"),
-    ({"resume": True}, r"--resume: no search in .* to continue; drop --resume"),
-    ({"learning_rate": -1.0}, r"--learning_rate -1\.0: must be positive"),
+    ({"train": {"resume": True}}, r"--resume: no search in .* to continue; drop --resume"),
+    ({"train": {"learning_rate": -1.0}}, r"--learning_rate -1\.0: must be positive"),
 ])
 def test_bad_search_flags(tmp_path, kw, message):
     with pytest.raises(RayragError, match=message):

@@ -27,9 +27,9 @@ T = TypeVar("T")
 class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """jsonargparse's help (types and defaults) with the description's line breaks kept (examples)."""
 
-    def _get_type_str(self, action: argparse.Action) -> str | None:
-        text = super()._get_type_str(action)
-        return re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text) if text else text
+    def format_help(self) -> str:
+        """The help, with types written as their names (`Path`, not `<class 'pathlib.Path'>`)."""
+        return re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", super().format_help())
 
 
 def options_parser(cls: type, prog: str | None = None, description: str | None = None) -> ArgumentParser:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 
+from rayrag.cli.aliases import part_spellings
 from rayrag.evaluate.options import AskOptions
 
 HELP = "answer questions, showing the retrieved passages"
 OPTIONS = AskOptions
-ALIASES: dict[str, str] = {}
+ALIASES = part_spellings(AskOptions)  # --kb, --passages_path, --index_path, --distributed_retriever, --ray_address
 POSITIONAL = "questions"
 
 
@@ -37,15 +38,13 @@ def _read_questions(opts: AskOptions) -> list[str]:
 
 
 def run(opts: AskOptions, quiet: bool) -> int:
+    from rayrag.evaluate.loading import answering
     from rayrag.evaluate.predict import predict
-    from rayrag.kb.layout import from_flags
-    from rayrag.model.checkpoint import load_model
 
     questions = _read_questions(opts)
-    loaded = load_model(opts.model, kb=from_flags(opts.kb, opts.passages_path, opts.index_path),
-                        model_type=opts.model_type)
-    preds = predict(loaded, questions, num_beams=opts.num_beams, max_length=opts.max_length, n_docs=opts.n_docs,
-                    progress=False)
+    with answering(opts.model, opts.kb, opts.retrieval, opts.cluster, opts.model_type) as loaded:
+        preds = predict(loaded, questions, num_beams=opts.num_beams, max_length=opts.max_length, n_docs=opts.n_docs,
+                        progress=False)
     for p in preds:
         if opts.json:
             print(json.dumps({"question": p.question, "answer": p.answer, "passages": p.passages}))

@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import json
 
+from rayrag.cli.aliases import part_spellings
 from rayrag.evaluate.options import EvalOptions
 
 HELP = "score a model: EM/F1, retrieval precision@k and recall@k, predictions file"
 OPTIONS = EvalOptions
-ALIASES: dict[str, str] = {}
+ALIASES = part_spellings(EvalOptions)  # --kb, --passages_path, --index_path, --distributed_retriever, --ray_address
 
 
 def run(opts: EvalOptions, quiet: bool) -> int:
     from rayrag.config import write_config
     from rayrag.data.qa import load_split
+    from rayrag.evaluate.loading import answering
     from rayrag.evaluate.predict import predict, score, write_predictions
-    from rayrag.kb.layout import from_flags
-    from rayrag.model.checkpoint import load_model
 
     examples = load_split(opts.data_dir, opts.split, opts.n)
-    loaded = load_model(opts.model, kb=from_flags(opts.kb, opts.passages_path, opts.index_path),
-                        model_type=opts.model_type)
-    write_config(opts, opts.out, name=f"{opts.split}_config.yaml")
-    preds = predict(loaded, [e.question for e in examples], batch_size=opts.batch_size, num_beams=opts.num_beams,
-                    max_length=opts.max_length, n_docs=opts.n_docs, progress=not quiet)
+    with answering(opts.model, opts.kb, opts.retrieval, opts.cluster, opts.model_type) as loaded:
+        write_config(opts, opts.out, name=f"{opts.split}_config.yaml")
+        preds = predict(loaded, [e.question for e in examples], batch_size=opts.batch_size, num_beams=opts.num_beams,
+                        max_length=opts.max_length, n_docs=opts.n_docs, progress=not quiet)
     metrics = score(preds, examples)
     write_predictions(opts.out, preds, examples, prefix=opts.split)
     (opts.out / f"{opts.split}_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

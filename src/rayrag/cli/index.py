@@ -12,14 +12,14 @@ embeddings, and a FAISS file) without re-embedding: the passages and their vecto
 index is kept as it is (or, with --index_type, built anew from the stored vectors), and a manifest
 with checksums is written. --encoder then records which context encoder made the vectors.
 
-With --ray the passages are embedded by a Ray Data pipeline: a pool of --num_workers encoder actors on the Ray
-cluster (--ray_address; unset: a private local instance), --cpus_per_worker each (fractions allowed), --use_gpu for a
-GPU each. The vectors equal the single-process build's, and an interrupted build rerun with the same flags embeds
+With --ray the passages are embedded by a Ray Data pipeline: a pool of --cluster.workers (--num_workers)
+encoder actors on the Ray cluster (--cluster.address; unset: a private local instance),
+--cluster.cpus_per_worker each (fractions allowed), --cluster.use_gpu for a GPU each. The vectors equal the single-process build's, and an interrupted build rerun with the same flags embeds
 only the passages its finished shards (`.NAME.embedding/` beside --out) lack.
 
 Examples:
   rayrag index --docs my_docs.jsonl more_docs.tsv --out kb/ --index_type hnsw --index.hnsw_m 48
-  rayrag index --docs wiki.jsonl --out kb/ --ray --num_workers 8 --use_gpu --ray_address auto
+  rayrag index --docs wiki.jsonl --out kb/ --ray --cluster.workers 8 --cluster.use_gpu --cluster.address auto
   rayrag index --passages_path out/my_knowledge_dataset --index_path out/my_knowledge_dataset_hnsw_index.faiss \\
       --out kb/ --encoder facebook/dpr-ctx_encoder-multiset-base
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 
-from rayrag.cli.aliases import dashed, flat
+from rayrag.cli.aliases import dashed, flat, part_spellings
 from rayrag.kb.faiss_index import IndexParams
 from rayrag.kb.options import IndexOptions
 
@@ -38,6 +38,8 @@ ALIASES = {
     **dashed(IndexOptions),  # --passage-words, --index-type, --batch-size, --max-length
     **dashed(IndexParams, "index."),  # --hnsw-m -> --index.hnsw_m, ...
     **flat(IndexParams, "index."),  # --hnsw_m -> --index.hnsw_m, ...
+    **part_spellings(IndexOptions),  # --num_workers -> --cluster.workers, --ray_address -> --cluster.address, ...
+    **{old.replace("_", "-"): new for old, new in part_spellings(IndexOptions).items()},  # --num-workers, ...
 }
 
 
@@ -76,7 +78,7 @@ def run(opts: IndexOptions, quiet: bool) -> int:
         rate = (f" in {r.seconds:.1f} s ({r.passages_per_s:.1f} passages/s; {r.startup_s:.1f} s of it until the first "
                 "shard came back)" if r.embedded else "")
         earlier = f"; {r.resumed} taken from the shards of an interrupted run" if r.resumed else ""
-        print(f"  embedded {r.embedded} passages with {opts.num_workers} Ray worker(s){rate}{earlier}")
+        print(f"  embedded {r.embedded} passages with {opts.cluster.workers} Ray worker(s){rate}{earlier}")
     for entry in report.skipped[:10]:
         print(f"  skipped {entry}")
     if len(report.skipped) > 10:
@@ -90,5 +92,5 @@ def _ray_settings(opts: IndexOptions):
         return None
     from rayrag.kb.ray_embed import RayEmbedSettings
 
-    return RayEmbedSettings(num_workers=opts.num_workers, cpus_per_worker=opts.cpus_per_worker, use_gpu=opts.use_gpu,
-                            address=opts.ray_address)
+    return RayEmbedSettings(num_workers=opts.cluster.workers, cpus_per_worker=opts.cluster.cpus_per_worker,
+                            use_gpu=opts.cluster.use_gpu, address=opts.cluster.address)

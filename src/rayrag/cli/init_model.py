@@ -12,12 +12,12 @@ Example:
 
 from __future__ import annotations
 
-from rayrag.cli.aliases import negations
-from rayrag.model.assemble import InitOptions
+from rayrag.cli.aliases import negations, part_spellings
+from rayrag.model.options import InitOptions
 
 HELP = "assemble a RAG model (or a closed-book baseline) from parts"
 OPTIONS = InitOptions
-ALIASES = negations(InitOptions)  # --no-overwrite (argparse's BooleanOptionalAction)
+ALIASES = {**part_spellings(InitOptions), **negations(InitOptions)}  # --kb, --passages_path; --no-overwrite
 
 
 def run(opts: InitOptions, quiet: bool) -> int:

@@ -25,13 +25,17 @@ Example:
 
 from __future__ import annotations
 
-from rayrag.cli.aliases import negations
-from rayrag.cli.train import RETRIEVAL_ALIASES
+from rayrag.cli import train
+from rayrag.cli.aliases import leaves, negations, under
 from rayrag.tune.options import TuneOptions
 
 HELP = "search hyperparameters with Ray Tune (ASHA), all trials sharing one retrieval pool"
 OPTIONS = TuneOptions
-ALIASES = {**negations(TuneOptions), **RETRIEVAL_ALIASES}
+ALIASES = {
+    **{f"--{name}": f"--train.{name}" for name in leaves(train.OPTIONS)},  # every train flag as in `rayrag train`
+    **under("train.", train.ALIASES),  # ... and its older spellings: --kb, --distributed_retriever, --no-progress
+    **negations(TuneOptions),  # --no-pool_per_trial, --no-memory_report
+}
 
 
 def run(opts: TuneOptions, quiet: bool) -> int:

@@ -1,4 +1,8 @@
-"""Options of `rayrag eval` (score a model on a split) and `rayrag ask` (answer questions)."""
+"""Options of `rayrag eval` (score a model on a split) and `rayrag ask` (answer questions).
+
+Both nest the shared parts a verb that retrieves needs: the knowledge base (`--kb.*`: --kb, or the reference's
+--passages_path/--index_path), retrieval (`--retrieval.*`: any backend, e.g. a pool of Ray actors with
+--distributed_retriever ray) and the Ray cluster's address (`--cluster.address`, spelled --ray_address)."""
 
 from __future__ import annotations
 
@@ -6,17 +10,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayrag.cluster.args import ClusterArgs
 from rayrag.errors import RayragError
-from rayrag.kb.layout import check_flags
+from rayrag.kb.args import KbArgs
+from rayrag.model.options import RagType
+from rayrag.retrieval.options import RetrievalArgs
 
 
-def _check_model_flags(model_type: str | None, kb: Path | None, passages_path: Path | None,
-                       index_path: Path | None) -> None:
-    from rayrag.model.checkpoint import MODEL_TYPES
-
-    if model_type is not None and model_type not in MODEL_TYPES:
-        raise RayragError(f"--model_type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
-    check_flags(kb, passages_path, index_path)
+def _check_parts(kb: KbArgs, retrieval: RetrievalArgs, cluster: ClusterArgs) -> None:
+    kb.validate()
+    retrieval.validate()
+    cluster.validate()
+    if cluster.given:
+        raise RayragError(f"{cluster.given[0]}: answering starts no Ray workers of its own (the retrieval pool is "
+                          "--retrieval.num_workers); drop it")
 
 
 def _check_generation(n_docs: int | None, num_beams: int, max_length: int) -> None:
@@ -37,15 +44,8 @@ class EvalOptions:
     """Directory with SPLIT.source/.target or SPLIT.jsonl."""
     split: str = "test"
     """Split to evaluate."""
-    kb: Path | None = None
-    """Knowledge base to retrieve from: a `rayrag index` directory or a directory holding a Hugging Face RAG
-    knowledge base (default: the model's)."""
-    passages_path: Path | None = None
-    """Instead of --kb: a Hugging Face RAG knowledge base's passages directory, with --index_path."""
-    index_path: Path | None = None
-    """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
-    model_type: str | None = None
-    """rag_sequence | rag_token: load a RAG checkpoint as this class (default: as saved)."""
+    model_type: RagType | None = None
+    """Load a RAG checkpoint as this class (default: as saved)."""
     out: Path | None = None
     """Where to write predictions, metrics and SPLIT_config.yaml (default: MODEL/eval)."""
     n: int = -1
@@ -58,11 +58,17 @@ class EvalOptions:
     """Beams for generation."""
     max_length: int = 25
     """Maximum answer length in tokens."""
+    kb: KbArgs = field(default_factory=KbArgs)
+    """The knowledge base to retrieve from (default: the model's)."""
+    retrieval: RetrievalArgs = field(default_factory=RetrievalArgs)
+    """Where retrieval is served from (default: the index mapped in this process)."""
+    cluster: ClusterArgs = field(default_factory=ClusterArgs)
+    """The Ray cluster of --retrieval.backend ray (its address)."""
 
     def validate(self) -> None:
         """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
         _check_generation(self.n_docs, self.num_beams, self.max_length)
-        _check_model_flags(self.model_type, self.kb, self.passages_path, self.index_path)
+        _check_parts(self.kb, self.retrieval, self.cluster)
         if self.batch_size < 1:
             raise RayragError(f"--batch_size {self.batch_size}: must be at least 1")
         if self.n < -1:
@@ -85,15 +91,8 @@ class AskOptions:
     """Questions to answer (on the command line: the arguments that are not flags)."""
     file: Path | None = None
     """A file of questions, one per line."""
-    kb: Path | None = None
-    """Knowledge base to retrieve from: a `rayrag index` directory or a directory holding a Hugging Face RAG
-    knowledge base (default: the model's)."""
-    passages_path: Path | None = None
-    """Instead of --kb: a Hugging Face RAG knowledge base's passages directory, with --index_path."""
-    index_path: Path | None = None
-    """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
-    model_type: str | None = None
-    """rag_sequence | rag_token: load a RAG checkpoint as this class (default: as saved)."""
+    model_type: RagType | None = None
+    """Load a RAG checkpoint as this class (default: as saved)."""
     n_docs: int | None = None
     """Passages per question (default: the model's)."""
     num_beams: int = 1
@@ -102,6 +101,12 @@ class AskOptions:
     """Maximum answer length in tokens."""
     json: bool = False
     """Print one JSON object per question."""
+    kb: KbArgs = field(default_factory=KbArgs)
+    """The knowledge base to retrieve from (default: the model's)."""
+    retrieval: RetrievalArgs = field(default_factory=RetrievalArgs)
+    """Where retrieval is served from (default: the index mapped in this process)."""
+    cluster: ClusterArgs = field(default_factory=ClusterArgs)
+    """The Ray cluster of --retrieval.backend ray (its address)."""
 
     def validate(self) -> None:
         """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
@@ -110,7 +115,7 @@ class AskOptions:
         if self.file is not None and not Path(self.file).is_file():
             raise RayragError(f"--file {self.file}: no such file")
         _check_generation(self.n_docs, self.num_beams, self.max_length)
-        _check_model_flags(self.model_type, self.kb, self.passages_path, self.index_path)
+        _check_parts(self.kb, self.retrieval, self.cluster)
 
     def resolved(self) -> AskOptions:
         """A new `AskOptions`; nothing here has a default that depends on other flags."""

@@ -71,7 +71,7 @@ def write_knowledge_base(out: Path, titles: list[str], texts: list[str], vectors
                          passage_words: int = 100, n_documents: int = 0, overwrite: bool = False,
                          encoder_dir: Path | None = None, pooling: str = "cls") -> Manifest:
     """Write passages (N) with their vectors (N, d) float32 and an index as a knowledge base at `out`; `pooling` is
-    how the vectors were pooled (`rayrag.pooling`), recorded in the manifest.
+    how the vectors were pooled (`rayrag.encoders.pooling`), recorded in the manifest.
 
     `encoder_dir`, if given, is copied into the knowledge base as `encoder/` (the manifest then
     names the encoder `./encoder`): used for random `tiny` encoders that exist nowhere else."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -17,7 +19,8 @@ from rayrag.errors import RayragError
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+IndexType = Literal["flat", "hnsw", "ivfpq"]
+INDEX_TYPES: tuple[str, ...] = typing.get_args(IndexType)
 
 
 @dataclass

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from rayrag.cluster.args import ClusterArgs
 from rayrag.errors import RayragError
-from rayrag.kb.faiss_index import INDEX_TYPES, IndexParams
+from rayrag.kb.faiss_index import INDEX_TYPES, IndexParams, IndexType
 
 
 @dataclass
@@ -28,7 +30,7 @@ class IndexOptions:
     """Context encoder: hub name, local path, `minilm` (packaged; the default) or `tiny` (random, for tests; saved
     inside the knowledge base). With --passages_path: the encoder that made the stored vectors, recorded in the
     manifest (default: none recorded)."""
-    pooling: str = "auto"
+    pooling: Literal["auto", "cls", "mean"] = "auto"
     """How the encoder's token vectors become one passage vector: `mean` (the L2-normalised mean of the tokens, as
     sentence-transformers models such as the packaged MiniLM were trained; it retrieves far better with them: recall@5
     0.721 against 0.513 for `cls` on the real-text task's 1,200 val+test questions, scripts/realtext.py), `cls` (the
@@ -38,7 +40,7 @@ class IndexOptions:
     whatever the encoder)."""
     passage_words: int = 100
     """Words per passage."""
-    index_type: str | None = None
+    index_type: IndexType | None = None
     """FAISS index type: flat (the default) | hnsw | ivfpq. With --passages_path: unset keeps its index as it is,
     a type builds a new index of that type from the stored vectors."""
     index: IndexParams = field(default_factory=IndexParams)
@@ -54,16 +56,9 @@ class IndexOptions:
     (--ray_address), vectors equal to the single-process build's; the index and the knowledge base are then written as
     without it. Finished shards are kept beside --out (`.NAME.embedding/`) until the knowledge base is written, so a
     rerun of an interrupted build embeds only what is missing."""
-    num_workers: int | None = None
-    """With --ray: encoder actors in the pool (default 1)."""
-    cpus_per_worker: float | None = None
-    """With --ray: CPUs each actor asks Ray for, fractions allowed (default 1; e.g. 0.5 to fit 4 actors on 2 cores);
-    also its thread count (at least 1)."""
-    use_gpu: bool = False
-    """With --ray: each actor asks for one GPU and embeds on it."""
-    ray_address: str | None = None
-    """With --ray: the Ray cluster to run on: auto (the cluster `ray start --head` started here), HOST:PORT or
-    ray://HOST:PORT; unset or local: start a private Ray instance for this build."""
+    cluster: ClusterArgs = field(default_factory=ClusterArgs)
+    """With --ray: the Ray cluster (--ray_address), the encoder actors (--num_workers, default 1), the CPUs each asks
+    for (--cpus_per_worker, default 1, also its thread count) and --use_gpu (one GPU each)."""
 
     @property
     def converts(self) -> bool:
@@ -83,8 +78,6 @@ class IndexOptions:
                               else ("--index_path", "--passages_path"))
             raise RayragError(f"{given}: give {missing} too; a Hugging Face RAG knowledge base is a passages "
                               "directory and the FAISS file saved beside it")
-        if self.pooling not in ("auto", "cls", "mean"):
-            raise RayragError(f"--pooling {self.pooling!r}: choose auto, cls or mean")
         if self.index_type is not None and self.index_type not in INDEX_TYPES:
             raise RayragError(f"--index_type {self.index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
         self._validate_ray()
@@ -101,10 +94,7 @@ class IndexOptions:
 
     def _validate_ray(self) -> None:
         """The flags of `--ray`: refused without it, range-checked with it."""
-        given = [flag for flag, set_ in (("--num_workers", self.num_workers is not None),
-                                         ("--cpus_per_worker", self.cpus_per_worker is not None),
-                                         ("--use_gpu", self.use_gpu), ("--ray_address", self.ray_address is not None))
-                 if set_]
+        given = self.cluster.given + (["--cluster.address"] if self.cluster.address is not None else [])
         if not self.ray:
             if given:
                 raise RayragError(f"{given[0]} applies to --ray (embedding by a pool of Ray actors); add --ray or drop "
@@ -113,16 +103,7 @@ class IndexOptions:
         if self.converts:
             raise RayragError("--ray embeds documents (--docs); converting a knowledge base (--passages_path) embeds "
                               "nothing: drop --ray")
-        if self.num_workers is not None and self.num_workers < 1:
-            raise RayragError(f"--num_workers {self.num_workers}: must be at least 1")
-        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
-            raise RayragError(f"--cpus_per_worker {self.cpus_per_worker}: must be more than 0 (fractions such as 0.5 "
-                              "are allowed)")
-        address = self.ray_address
-        if address is not None and not (address in ("auto", "local") or address.startswith("ray://") or (
-                address.rpartition(":")[0] and address.rpartition(":")[2].isdigit())):
-            raise RayragError(f"--ray_address {address!r}: use auto (a cluster started with `ray start --head`), "
-                              "local (start a Ray instance for this build), HOST:PORT or ray://HOST:PORT")
+        self.cluster.validate()
 
     def resolved(self) -> IndexOptions:
         """A new `IndexOptions`; building from --docs fills in the defaults --encoder minilm and --index_type flat
@@ -130,6 +111,8 @@ class IndexOptions:
         --cpus_per_worker 1."""
         defaults = {} if self.converts else {"encoder": self.encoder or "minilm",
                                              "index_type": self.index_type or "flat"}
+        cluster = dataclasses.replace(self.cluster)
         if self.ray:
-            defaults.update(num_workers=self.num_workers or 1, cpus_per_worker=self.cpus_per_worker or 1.0)
-        return dataclasses.replace(self, docs=list(self.docs), index=dataclasses.replace(self.index), **defaults)
+            cluster.workers, cluster.cpus_per_worker = cluster.workers or 1, cluster.cpus_per_worker or 1.0
+        return dataclasses.replace(self, docs=list(self.docs), index=dataclasses.replace(self.index), cluster=cluster,
+                                   **defaults)

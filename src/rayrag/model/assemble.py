@@ -10,90 +10,18 @@ Generators:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from rayrag import encoders
 from rayrag.errors import RayragError
-from rayrag.kb.layout import KbLocation, check_flags, from_flags
+from rayrag.kb.layout import KbLocation
 from rayrag.kb.manifest import Manifest
-from rayrag.model.checkpoint import MODEL_TYPES, RAG_TYPES, ModelInfo, rag_class, record_kb, save_model
+from rayrag.model.checkpoint import RAG_TYPES, ModelInfo, rag_class, record_kb, save_model
+from rayrag.model.options import InitOptions
 
 log = logging.getLogger(__name__)
 
-CROSS_ATTENTION_INITS = ("self", "random")
-
-
-@dataclass
-class InitOptions:
-    """Options of `rayrag init-model`."""
-
-    out: Path
-    """Where to write the model directory."""
-    model_type: str = "rag_token"
-    """rag_token | rag_sequence, or a closed-book baseline: bart | t5 | seq2seq (generator alone)."""
-    kb: Path | None = None
-    """Knowledge base the RAG model retrieves from (RAG types need it, or --passages_path/--index_path): a
-    `rayrag index` directory, or a directory holding a Hugging Face RAG knowledge base."""
-    passages_path: Path | None = None
-    """Instead of --kb: a Hugging Face RAG knowledge base's passages directory, with --index_path."""
-    index_path: Path | None = None
-    """Instead of --kb: a Hugging Face RAG knowledge base's FAISS file, with --passages_path."""
-    question_encoder: str | None = None
-    """Question encoder: hub name, local path or `minilm`; default: the knowledge base's own encoder."""
-    pooling: str | None = None
-    """How the question encoder pools its token vectors: `cls` or `mean`; default (and the only value accepted):
-    the knowledge base's (its manifest's `pooling`; `cls` for a Hugging Face RAG knowledge base), so questions and
-    passages are pooled alike. A `mean` model directory carries its question encoder's code: plain transformers
-    loads it after `AutoConfig.from_pretrained(dir, trust_remote_code=True)` (README)."""
-    generator: str = "minilm"
-    """Generator: `minilm`, `bert2bert:PATH`, `tiny-bart`, `tiny-t5`, or a hub name / path."""
-    generator_encoder_layers: int = 0
-    """For `minilm`/`bert2bert:` generators: encoder layers to keep, the lowest (0 = all)."""
-    generator_decoder_layers: int = 0
-    """For `minilm`/`bert2bert:` generators: decoder layers to keep, the lowest (0 = all)."""
-    cross_attention_init: str = "self"
-    """For `minilm`/`bert2bert:` generators: start each decoder layer's cross-attention as a copy of
-    its self-attention (`self`; learns to copy from passages several times sooner) or at random (`random`,
-    as `from_encoder_decoder_pretrained` does)."""
-    n_docs: int = 5
-    """Passages retrieved per question."""
-    max_combined_length: int = 300
-    """Token length of each passage + question input to the generator."""
-    seed: int = 0
-    """Seed for randomly initialised parts."""
-    overwrite: bool = False
-    """Replace `out` if it exists."""
-
-    def validate(self) -> None:
-        """Check every flag; raise `RayragError` naming the flag. Changes nothing."""
-        if self.model_type not in MODEL_TYPES:
-            raise RayragError(f"--model_type {self.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
-        if self.model_type in RAG_TYPES and self.kb is None and self.passages_path is None and self.index_path is None:
-            raise RayragError(f"--model_type {self.model_type} retrieves: pass --kb KB_DIR (or --passages_path P "
-                              "--index_path I)")
-        check_flags(self.kb, self.passages_path, self.index_path)
-        if self.n_docs < 1:
-            raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
-        if self.generator_encoder_layers < 0 or self.generator_decoder_layers < 0:
-            raise RayragError("--generator_encoder_layers/--generator_decoder_layers: must be 0 (all) or more")
-        if self.cross_attention_init not in CROSS_ATTENTION_INITS:
-            raise RayragError(f"--cross_attention_init {self.cross_attention_init!r}: choose "
-                              f"{' or '.join(CROSS_ATTENTION_INITS)}")
-        if self.pooling not in (None, "cls", "mean"):
-            raise RayragError(f"--pooling {self.pooling!r}: choose cls or mean (default: the knowledge base's)")
-        if self.max_combined_length < 16:
-            raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
-
-    def resolved(self) -> InitOptions:
-        """A new `InitOptions` with --kb, --passages_path and --index_path made absolute (the model records them)."""
-        def absolute(p: Path | None) -> Path | None:
-            return Path(p).resolve() if p is not None else None
-
-        return dataclasses.replace(self, kb=absolute(self.kb), passages_path=absolute(self.passages_path),
-                                   index_path=absolute(self.index_path))
 
 
 def kb_encoder(kb: Path, manifest: Manifest) -> str:
@@ -188,7 +116,7 @@ def init_model(opts: InitOptions) -> Path:
     out = Path(opts.out)
     if out.exists() and not opts.overwrite:
         raise RayragError(f"{out}: already exists; pass --overwrite or choose another --out")
-    kb = from_flags(opts.kb, opts.passages_path, opts.index_path)
+    kb = opts.kb.location()
     manifest = describe_kb(kb) if kb is not None else None
     if manifest is not None and not manifest.encoder and opts.question_encoder is None:
         raise RayragError(

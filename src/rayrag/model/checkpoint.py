@@ -28,18 +28,20 @@ import dataclasses
 import json
 import logging
 import shutil
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayrag.errors import RayragError
 from rayrag.atomic import atomic_dir
 from rayrag.kb.layout import KbLocation, from_flags, from_pair
+from rayrag.model.options import ClosedBookType, RagType
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = "rayrag.json"
-RAG_TYPES = ("rag_sequence", "rag_token")
-SEQ2SEQ_TYPES = ("bart", "t5", "seq2seq")
+RAG_TYPES: tuple[str, ...] = typing.get_args(RagType)
+SEQ2SEQ_TYPES: tuple[str, ...] = typing.get_args(ClosedBookType)
 MODEL_TYPES = RAG_TYPES + SEQ2SEQ_TYPES
 KB_FIX = "pass --kb KB_DIR, or --passages_path P --index_path I for a Hugging Face RAG knowledge base"
 CODE_MODULE = "mean_pooling_dpr"

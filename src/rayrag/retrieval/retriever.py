@@ -21,19 +21,11 @@ from rayrag.retrieval.base import RetrievalClient, Retrieved
 
 
 class ClientIndex(Index):
-    """transformers' `Index` interface over a retrieval client, for code that talks to `retriever.index`."""
+    """The `index` a `RagRetriever` is built with: the retrieval client answers every call (`RayragRetriever.retrieve`
+    overrides the methods that would ask the index), so this only tells transformers that it is ready."""
 
     def __init__(self, client: RetrievalClient):
         self.client = client
-
-    def get_doc_dicts(self, doc_ids: np.ndarray) -> list[dict]:
-        """A dict per query: {"title": [k], "text": [k]} of the passages `doc_ids` (B, k)."""
-        p = self.client.passages(np.asarray(doc_ids, dtype=np.int64))
-        return [{"title": p.titles[i], "text": p.texts[i]} for i in range(len(p.titles))]
-
-    def get_top_docs(self, question_hidden_states: np.ndarray, n_docs: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        r = self.client.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
-        return r.ids, r.vectors
 
     def is_initialized(self) -> bool:
         return True
@@ -48,8 +40,8 @@ class RayragRetriever(RagRetriever):
     call_seconds holds the wall time of every retrieval call made through this retriever, and
     call_ids_sha1 a fingerprint of the ids it returned (the first 16 hex digits of the sha1 of the
     (B, k) int64 ids, C order): two runs retrieved the same passages at every call if the lists are
-    equal. `rayrag train --profile` writes both to retrieval_profile.json. `last` is the whole answer of
-    the latest call (scores, ids, titles, texts), which prediction reports beside each answer.
+    equal. `rayrag train --profile` writes both to retrieval_profile.json. Prediction reads the whole answers
+    (scores, ids, titles, texts) of the calls its generation made through `capture`.
     """
 
     def __init__(self, config: RagConfig, question_encoder_tokenizer, generator_tokenizer,
@@ -57,7 +49,6 @@ class RayragRetriever(RagRetriever):
         self.client = client
         self.call_seconds: list[float] = []
         self.call_ids_sha1: list[str] = []
-        self.last: Retrieved | None = None
         self._captured: list[Retrieved] | None = None
         super().__init__(config, question_encoder_tokenizer, generator_tokenizer,
                          index=ClientIndex(client), init_retrieval=False)
@@ -94,7 +85,6 @@ class RayragRetriever(RagRetriever):
         r = self.client.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
         self.call_seconds.append(time.perf_counter() - t0)
         self.call_ids_sha1.append(ids_digest(r.ids))
-        self.last = r
         if self._captured is not None:
             self._captured.append(r)
         docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(r.titles))]

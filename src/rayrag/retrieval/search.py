@@ -76,6 +76,14 @@ def search(kb: KnowledgeBase, queries: np.ndarray, k: int,
     Never returns -1: where an approximate index finds fewer than k hits, those rows are
     searched exactly over the stored vectors.
     """
+    scores, ids, _ = nearest(kb, queries, k, settings, vectors=False)
+    return scores, ids
+
+
+def nearest(kb: KnowledgeBase, queries: np.ndarray, k: int, settings: SearchSettings = FAST,
+            vectors: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`search`, and the top-k passages' vectors (B, k, d) float32 (None unless `vectors`): taken from the
+    candidates' vectors the re-ranking read, so a retrieval call reads each stored vector once."""
     if kb.index is None:
         raise RuntimeError("knowledge base was opened without its index")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -91,15 +99,18 @@ def search(kb: KnowledgeBase, queries: np.ndarray, k: int,
         cand[short] = kb.exact_search(queries[short], kk)[1]
     valid = cand >= 0
     safe = np.where(valid, cand, 0)
-    scores = np.einsum("bd,bkd->bk", queries.astype(np.float64), kb.vectors(safe).astype(np.float64))
+    cand_vectors = kb.vectors(safe)
+    scores = np.einsum("bd,bkd->bk", queries.astype(np.float64), cand_vectors.astype(np.float64))
     scores = np.where(valid, scores, -np.inf)
     order = np.lexsort((safe, -scores), axis=1)[:, :k]
+    top = np.take_along_axis(cand_vectors, order[:, :, None], 1) if vectors else None
     return (np.take_along_axis(scores, order, 1).astype(np.float32),
-            np.take_along_axis(safe, order, 1).astype(np.int64))
+            np.take_along_axis(safe, order, 1).astype(np.int64), top)
 
 
 def retrieve(kb: KnowledgeBase, queries: np.ndarray, k: int,
              settings: SearchSettings = FAST) -> Retrieved:
     """The full retrieval call of a training step: scores and passages (ids, vectors, texts)."""
-    scores, ids = search(kb, queries, k, settings)
-    return Retrieved.of(scores, kb.passages(ids))
+    scores, ids, vectors = nearest(kb, queries, k, settings)
+    titles, texts = kb.texts(ids)
+    return Retrieved(scores, ids, vectors, titles, texts)

@@ -5,13 +5,19 @@ The only place that maps a backend's name to its module: nothing else asks which
     service = open_service(RetrievalOptions(kb=..., backend="ray", num_workers=4))   # the job's driver
     text = service.spec.to_json()                                                  # to every process
     client = load_spec(text).connect()                                             # in each process
+
+or, around a job whose processes all run the same code (DDP ranks), `serving(request)`: the first process opens the
+service and yields its spec, and closes it once every rank is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from importlib import import_module
 
+from rayrag.distributed import barrier, is_first_process
 from rayrag.errors import RayragError
 from rayrag.retrieval.base import ClientSpec, RetrievalService
 from rayrag.retrieval.options import BACKENDS, RetrievalOptions
@@ -44,3 +50,20 @@ def load_spec(text: str) -> ClientSpec:
     _check(backend)
     module, cls = _SPECS[backend]
     return getattr(import_module(module), cls)(**data)
+
+
+@contextlib.contextmanager
+def serving(request: RetrievalOptions | None) -> Iterator[str | None]:
+    """Around a job's training: in its first process (before the launcher starts the other ranks) open the service
+    of `request` and yield its spec (JSON); in the other processes, or with no request (a closed-book model),
+    yield None (the ranks get the spec from the first: `rayrag.distributed.broadcast_from_first`). After a body
+    that ended well every rank meets at a barrier (each has closed its client by then), then the first process
+    closes the service (`ray`: kills the pool, stops a Ray instance it started)."""
+    service = open_service(request) if request is not None and is_first_process() else None
+    try:
+        yield service.spec.to_json() if service is not None else None
+        if request is not None:
+            barrier()
+    finally:
+        if service is not None:
+            service.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from dataclasses import asdict
 
@@ -49,8 +48,6 @@ class RagFineTuner(L.LightningModule):
         self.eval_n_docs = opts.eval_n_docs or self.n_docs  # validation answers read this many passages
         self.save_hyperparameters({k: str(v) for k, v in asdict(opts).items()})
         self._val_sums = torch.zeros(3, dtype=torch.float64)
-        self.gather_rng = True
-        """Whether a checkpoint gathers every rank's RNG state (a collective); off for a save only rank 0 makes."""
         if self.is_rag:
             self.model.config.label_smoothing = opts.label_smoothing
             if opts.max_combined_length:  # read by the retriever attached in `setup`, saved with the model
@@ -137,14 +134,6 @@ class RagFineTuner(L.LightningModule):
         if sampler is not None:
             sampler.done += 1
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # Fault injection for the reliability tests: die like a crashed process, after the checkpoint
-        # callbacks of this step have run. Unset in normal use.
-        crash_at = os.environ.get("RAYRAG_CRASH_AFTER_STEP")
-        if crash_at and self.global_step == int(crash_at):
-            log.error("RAYRAG_CRASH_AFTER_STEP=%s: exiting now", crash_at)
-            os._exit(17)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Dropout (the question encoder's, and the generator's unless --dropout 0) draws from these generators:
         # restoring them makes a resumed run identical. Each process has its own: ranks pad their batches to
@@ -156,7 +145,7 @@ class RagFineTuner(L.LightningModule):
                  "python": random.getstate()}
         checkpoint["rayrag_rng"] = state
         dist = torch.distributed
-        if self.gather_rng and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             states = [None] * dist.get_world_size()
             dist.all_gather_object(states, state)
             checkpoint["rayrag_rng_by_rank"] = states
@@ -164,7 +153,10 @@ class RagFineTuner(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.resumed_step = int(checkpoint.get("global_step", 0))  # steps logged from here on were redone
         by_rank = checkpoint.get("rayrag_rng_by_rank")
-        world = self.trainer.world_size if self._trainer is not None else 1
+        try:
+            world = self.trainer.world_size
+        except RuntimeError:  # loaded outside a Trainer
+            world = 1
         if by_rank and len(by_rank) == world:
             rng = by_rank[self.global_rank]
         else:  # one process, or a run resumed with another number of processes: rank 0's state for all

@@ -1,8 +1,10 @@
 """Options of `rayrag train`: the reference fine-tuning script's flags, plus Lightning's and rayrag's own.
 
-Each field's docstring is its `--help` text. `resolved()` returns a copy with the reference's flags
-applied (--gpus, --passages_path/--index_path); `validate()` checks without changing anything, and
-every error names the flag.
+Each field's docstring is its `--help` text. The knowledge base (`--kb.*`), retrieval (`--retrieval.*`) and the Ray
+cluster (`--cluster.*`) are parts shared with the other verbs, each checked beside its own definition; the
+reference's flat spellings (--kb, --passages_path, --distributed_retriever, --num_retrieval_workers, --ray_address,
+--pool.*, ...) reach them through cli/aliases.py. `resolved()` returns a copy with the reference's flags applied
+(--gpus, --passages_path/--index_path); `validate()` checks without changing anything, and every error names the flag.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from rayrag.cluster.args import ClusterArgs
 from rayrag.errors import RayragError
-from rayrag.kb.layout import check_flags, from_pair
-from rayrag.retrieval.ray.config import PoolConfig
+from rayrag.kb.args import KbArgs
+from rayrag.model.options import ModelType
+from rayrag.retrieval.options import RetrievalArgs
 
-LR_SCHEDULERS = ("linear", "cosine", "cosine_w_restarts", "polynomial", "constant")
-BACKENDS = ("local", "pytorch", "ray")
-LAUNCHERS = ("local", "ray")
+LrScheduler = Literal["linear", "cosine", "cosine_w_restarts", "polynomial", "constant"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda"]
+Launcher = Literal["local", "ray"]
 
 
 @dataclass
@@ -31,20 +36,11 @@ class TrainOptions:
     model_name_or_path: Path
     """Model directory made by `rayrag init-model`, an earlier `rayrag train`'s best_model/, or any RAG directory
     saved by plain transformers (save_pretrained)."""
-    model_type: str | None = None
-    """rag_sequence | rag_token | bart | t5 | seq2seq (default: the model's). As in the reference, picks the class:
+    model_type: ModelType | None = None
+    """Default: the model's. As in the reference, picks the class:
     any RAG checkpoint trains as rag_sequence or rag_token; a closed-book type on a RAG model is refused."""
-    kb: Path | None = None
-    """Knowledge base to retrieve from: a `rayrag index` directory, or a directory holding a Hugging Face RAG
-    knowledge base (one `datasets` directory and one .faiss file) (default: the one the model records)."""
-    index_name: str | None = None
+    index_name: Literal["custom"] | None = None
     """Reference flag: `custom` (or unset) uses --passages_path/--index_path or --kb; hub indexes are not supported."""
-    passages_path: Path | None = None
-    """Reference flag: the passages directory of a Hugging Face RAG knowledge base (use_own_knowledge_dataset.py),
-    with --index_path; a rayrag knowledge base's passages/ names its directory."""
-    index_path: Path | None = None
-    """Reference flag: the FAISS file of a Hugging Face RAG knowledge base, with --passages_path; a rayrag knowledge
-    base's index.faiss names its directory."""
     do_train: bool = False
     """Train."""
     do_predict: bool = False
@@ -98,8 +94,8 @@ class TrainOptions:
     """AdamW epsilon."""
     max_grad_norm: float = 0.1
     """Clip gradients to this norm (0: no clipping)."""
-    lr_scheduler: str = "linear"
-    """Learning-rate schedule after warm-up: linear | cosine | cosine_w_restarts | polynomial | constant."""
+    lr_scheduler: LrScheduler = "linear"
+    """Learning-rate schedule after warm-up."""
     warmup_steps: int = 0
     """Linear warm-up steps."""
     num_train_epochs: int = 3
@@ -122,43 +118,36 @@ class TrainOptions:
     """Mixed precision: 16-bit on GPU, bfloat16 on CPU."""
     gpus: int | None = None
     """Reference flag: number of GPUs (same as --accelerator gpu --devices N)."""
-    accelerator: str = "auto"
-    """Lightning accelerator: auto | cpu | gpu | cuda."""
+    accelerator: Accelerator = "auto"
+    """Lightning accelerator."""
     devices: int = 1
     """Training processes (DDP when > 1; gloo on CPU)."""
     num_nodes: int = 1
     """Nodes of a multi-node DDP run started by hand (one process per node with its rank variables); with a Ray
     cluster use --launcher ray instead."""
-    launcher: str = "local"
+    launcher: Launcher = "local"
     """Who starts the training processes. local: this process (and Lightning's DDP processes with --devices N > 1);
-    ray: Ray Train's TorchTrainer starts --num_workers workers (or --devices/--gpus when --num_workers is 0) on any
-    node of the Ray cluster at --ray_address (`auto`; unset starts a local instance), with Ray Train's Lightning
-    integration. --output_dir, --data_dir, the model and the knowledge base must be paths every node can read
-    (shared storage); --output_dir also holds Ray Train's checkpoints (ray_train/)."""
-    use_gpu: bool = False
-    """--launcher ray: each worker asks Ray for one GPU and trains on it (--gpus N > 0 turns this on)."""
-    cpus_per_worker: float = 0.5
-    """--launcher ray: CPUs each worker asks Ray for (fractions allowed; 0.5 lets 2 workers and a retrieval pool
-    share 2 cores). A job the cluster cannot hold is refused with the numbers that fit, never left waiting."""
+    ray: Ray Train's TorchTrainer starts --cluster.workers workers (default --devices, or --gpus) on any node of the
+    Ray cluster at --cluster.address (`auto`; unset starts a local instance), with Ray Train's Lightning integration.
+    --output_dir, --data_dir, the model and the knowledge base must be paths every node can read (shared storage);
+    --output_dir also holds Ray Train's checkpoints (ray_train/)."""
     max_failures: int = 2
     """--launcher ray: how many times Ray Train restarts the workers after one dies (-1: without limit); each restart
     continues from the last checkpoint reported to Ray Train (every --save_every_n_steps steps and at every
     validation), so no optimizer step is lost or repeated."""
-    distributed_retriever: str = "local"
-    """Retrieval backend: local (index in each process) | pytorch (rank 0 serves) | ray (actor pool)."""
-    num_retrieval_workers: int = 1
-    """Ray backend: number of retrieval actors."""
-    ray_address: str | None = None
-    """Ray backend: `auto` (a running cluster), HOST:PORT, or unset/`local` to start a local instance."""
-    pool: PoolConfig = field(default_factory=PoolConfig)
-    """Ray backend: the pool of retrieval actors (--retrieval_timeout_s/--retrieval_max_restarts still work)."""
+    kb: KbArgs = field(default_factory=KbArgs)
+    """The knowledge base to retrieve from (default: the one the model records)."""
+    retrieval: RetrievalArgs = field(default_factory=RetrievalArgs)
+    """Where retrieval is served from."""
+    cluster: ClusterArgs = field(default_factory=ClusterArgs)
+    """The Ray cluster of --retrieval.backend ray and --launcher ray."""
     profile: bool = False
     """Time every retrieval call on every rank: retrieval_profile.json in --output_dir."""
     resume: bool = False
     """Continue from --output_dir/checkpoints/last.ckpt."""
     num_workers: int = 0
-    """DataLoader worker processes. With --launcher ray: the number of Ray Train workers, as in Ray's
-    ScalingConfig(num_workers=...) (0: --devices, or --gpus), and each worker loads its batches in-process."""
+    """DataLoader worker processes (the reference's flag). With --launcher ray and no --cluster.workers, the
+    number of Ray Train workers, as before, and each worker loads its batches in-process."""
     log_every_n_steps: int = 10
     """Log training metrics every N steps."""
     progress: bool = True
@@ -167,10 +156,12 @@ class TrainOptions:
     def validate(self) -> None:
         """Check flag values and combinations; raise `RayragError` naming the flag. Changes nothing."""
         _check_ranges(self)
-        _check_choices(self)
+        if not self.do_train and not self.do_predict:
+            raise RayragError("nothing to do: pass --do_train, --do_predict or both")
         _check_gpus(self)
-        _reference_kb(self)
-        _check_ray(self)
+        self.kb.validate()
+        self.retrieval.validate()
+        self.cluster.validate()
         _check_launcher(self)
         if self.resume and not (Path(self.output_dir) / "checkpoints" / "last.ckpt").is_file():
             raise RayragError(
@@ -179,19 +170,29 @@ class TrainOptions:
 
     def resolved(self) -> TrainOptions:
         """A new `TrainOptions` with the reference's flags applied: --gpus N is --accelerator gpu --devices N
-        (0: --accelerator cpu), and --passages_path/--index_path naming a rayrag knowledge base's files set --kb to
-        its directory (a Hugging Face RAG pair stays as given)."""
+        (0: --accelerator cpu); --passages_path/--index_path naming a rayrag knowledge base's files become --kb, its
+        directory (a Hugging Face pair stays as given); with --launcher ray, the worker count and request filled in
+        (--cluster.workers: given, else the older --num_workers, else --devices; 0.5 CPU each; a GPU each on GPUs)."""
         _check_gpus(self)
         accelerator, devices = self.accelerator, self.devices
         if self.gpus is not None:
             accelerator, devices = ("gpu", self.gpus) if self.gpus > 0 else ("cpu", self.devices)
-        use_gpu = self.use_gpu or (self.launcher == "ray" and accelerator in ("gpu", "cuda"))
-        return dataclasses.replace(self, accelerator=accelerator, devices=devices, kb=_reference_kb(self),
-                                   use_gpu=use_gpu, pool=dataclasses.replace(self.pool))
+        cluster = dataclasses.replace(self.cluster)
+        if self.launcher == "ray":
+            cluster.workers = cluster.workers or (self.num_workers if self.num_workers > 0 else devices)
+            cluster.cpus_per_worker = cluster.cpus_per_worker or 0.5
+            cluster.use_gpu = cluster.use_gpu or accelerator in ("gpu", "cuda")
+        return dataclasses.replace(self, accelerator=accelerator, devices=devices, kb=self.kb.resolved(),
+                                   retrieval=self.retrieval.copy(), cluster=cluster)
 
-    def ray_workers(self) -> int:
-        """--launcher ray: the Ray Train worker count, --num_workers or else --devices (after `resolved`, --gpus)."""
-        return self.num_workers if self.num_workers > 0 else self.devices
+    def absolute(self) -> TrainOptions:
+        """A copy with every path absolute, for processes that run in another directory (Ray Train workers, Tune
+        trials). A model name that is no local path (a hub name) stays as it is."""
+        model = Path(self.model_name_or_path)
+        return dataclasses.replace(
+            self, data_dir=Path(self.data_dir).expanduser().resolve(),
+            output_dir=Path(self.output_dir).expanduser().resolve(), kb=self.kb.absolute(),
+            model_name_or_path=model.expanduser().resolve() if model.expanduser().exists() else model)
 
 
 def _check_ranges(o: TrainOptions) -> None:
@@ -200,11 +201,11 @@ def _check_ranges(o: TrainOptions) -> None:
              "--val_max_target_length": o.val_max_target_length,
              "--test_max_target_length": o.test_max_target_length, "--num_train_epochs": o.num_train_epochs,
              "--devices": o.devices, "--gradient_accumulation_steps": o.gradient_accumulation_steps,
-             "--eval_beams": o.eval_beams, "--num_retrieval_workers": o.num_retrieval_workers,
-             "--num_nodes": o.num_nodes, "--log_every_n_steps": o.log_every_n_steps, "--n_docs": o.n_docs,
-             "--eval_n_docs": o.eval_n_docs, "--max_combined_length": o.max_combined_length}
+             "--eval_beams": o.eval_beams, "--num_nodes": o.num_nodes, "--log_every_n_steps": o.log_every_n_steps,
+             "--n_docs": o.n_docs, "--eval_n_docs": o.eval_n_docs, "--max_combined_length": o.max_combined_length}
     at_least_minus_one = {"--n_train": o.n_train, "--n_val": o.n_val, "--n_test": o.n_test,
-                          "--max_steps": o.max_steps, "--early_stopping_patience": o.early_stopping_patience}
+                          "--max_steps": o.max_steps, "--early_stopping_patience": o.early_stopping_patience,
+                          "--max_failures": o.max_failures}
     at_least_zero = {"--warmup_steps": o.warmup_steps, "--save_every_n_steps": o.save_every_n_steps,
                      "--num_workers": o.num_workers, "--gpus": o.gpus, "--weight_decay": o.weight_decay,
                      "--max_grad_norm": o.max_grad_norm, "--max_time_minutes": o.max_time_minutes}
@@ -225,81 +226,32 @@ def _check_ranges(o: TrainOptions) -> None:
             raise RayragError(f"{flag} {value}: must be in [0, 1]")
 
 
-def _check_choices(o: TrainOptions) -> None:
-    if not o.do_train and not o.do_predict:
-        raise RayragError("nothing to do: pass --do_train, --do_predict or both")
-    if o.lr_scheduler not in LR_SCHEDULERS:
-        raise RayragError(f"--lr_scheduler {o.lr_scheduler!r}: choose one of {', '.join(LR_SCHEDULERS)}")
-    if o.distributed_retriever not in BACKENDS:
-        raise RayragError(
-            f"--distributed_retriever {o.distributed_retriever!r}: choose one of {', '.join(BACKENDS)}")
-    if o.index_name not in (None, "custom"):
-        raise RayragError(
-            f"--index_name {o.index_name}: rayrag retrieves from your own knowledge base (`rayrag index`, or the "
-            "Hugging Face RAG layout); pass --index_name custom with --passages_path/--index_path, or --kb")
-
-
 def _check_gpus(o: TrainOptions) -> None:
     if o.gpus is not None and o.gpus > 0 and o.accelerator not in ("auto", "gpu", "cuda"):
         raise RayragError(f"--gpus {o.gpus} contradicts --accelerator {o.accelerator}; drop one")
 
 
-def _reference_kb(o: TrainOptions) -> Path | None:
-    """--kb, or the rayrag knowledge base directory whose files --passages_path/--index_path name (a Hugging Face
-    RAG pair leaves --kb unset); refuses a contradiction. From the paths alone (kb/layout.py)."""
-    check_flags(o.kb, o.passages_path, o.index_path)
-    if o.kb is not None:
-        return o.kb
-    pair = from_pair(o.passages_path, o.index_path)
-    return Path(pair.kb) if pair is not None and not pair.is_reference else None
-
-
-def _check_ray(o: TrainOptions) -> None:
-    """Flags of the ray backend: refused with other backends (compared with the defaults), then range-checked."""
-    if o.distributed_retriever != "ray":
-        default = PoolConfig()
-        changed = [f"--pool.{f.name}" for f in dataclasses.fields(PoolConfig)
-                   if getattr(o.pool, f.name) != getattr(default, f.name)]
-        if o.num_retrieval_workers != TrainOptions.num_retrieval_workers:
-            changed.insert(0, "--num_retrieval_workers")
-        if changed:
-            raise RayragError(f"{changed[0]} applies to --distributed_retriever ray, not "
-                              f"{o.distributed_retriever}; drop it or choose ray")
-    o.pool.validate("--pool.")
-    if o.ray_address is not None and not _valid_ray_address(o.ray_address):
-        raise RayragError(
-            f"--ray_address {o.ray_address!r}: use auto (a cluster started with `ray start --head`), "
-            "local (start a Ray instance for this run), HOST:PORT or ray://HOST:PORT")
-
-
-def _valid_ray_address(address: str) -> bool:
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return True
-    host, _, port = address.rpartition(":")
-    return bool(host) and port.isdigit()
-
-
 def _check_launcher(o: TrainOptions) -> None:
-    """--launcher and the flags that belong to --launcher ray."""
-    if o.launcher not in LAUNCHERS:
-        raise RayragError(f"--launcher {o.launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+    """The flags that belong to --launcher ray, and the worker count's spellings: flags that agree are no conflict
+    (the seed's --gpus 2 or --devices 2 beside --cluster.workers 2), flags that disagree are refused."""
     if o.launcher == "local":
-        defaults = TrainOptions.__dataclass_fields__
-        for name in ("use_gpu", "cpus_per_worker", "max_failures"):
-            if getattr(o, name) != defaults[name].default:
-                raise RayragError(f"--{name} applies to --launcher ray; drop it or add --launcher ray")
+        given = o.cluster.given + (["--max_failures"] if o.max_failures != TrainOptions.max_failures else [])
+        if given:
+            raise RayragError(f"{given[0]} applies to --launcher ray; drop it or add --launcher ray")
         return
-    if not o.cpus_per_worker > 0:
-        raise RayragError(f"--cpus_per_worker {o.cpus_per_worker}: must be more than 0")
-    if o.max_failures < -1:
-        raise RayragError(f"--max_failures {o.max_failures}: must be -1 (without limit) or more")
     if o.num_nodes != 1:
         raise RayragError(f"--num_nodes {o.num_nodes}: with --launcher ray, Ray places the workers on the cluster's "
-                          "nodes; drop --num_nodes and give the worker count with --num_workers")
-    if o.use_gpu and o.accelerator == "cpu":
-        raise RayragError("--use_gpu contradicts --accelerator cpu; drop one")
-    if o.gpus == 0 and o.use_gpu:
-        raise RayragError("--use_gpu contradicts --gpus 0; drop one")
-    if o.num_workers > 0 and o.devices > 1:
-        raise RayragError(f"--num_workers {o.num_workers} and --devices {o.devices}: with --launcher ray both give "
-                          "the worker count; drop --devices")
+                          "nodes; drop --num_nodes and give the worker count with --cluster.workers")
+    if o.cluster.use_gpu and o.accelerator == "cpu":
+        raise RayragError("--cluster.use_gpu contradicts --accelerator cpu; drop one")
+    if o.gpus == 0 and o.cluster.use_gpu:
+        raise RayragError("--cluster.use_gpu contradicts --gpus 0; drop one")
+    counts = {flag: n for flag, n in (("--cluster.workers", o.cluster.workers),
+                                      ("--num_workers", o.num_workers or None),
+                                      ("--gpus", o.gpus or None), ("--devices", o.devices if o.devices > 1 else None))
+              if n is not None}
+    (f1, n1), *rest = counts.items() or [("", 0)]
+    differs = next(((f, n) for f, n in rest if n != n1), None)
+    if differs is not None:
+        raise RayragError(f"{f1} {n1} and {differs[0]} {differs[1]}: with --launcher ray both give the worker count; "
+                          "drop one or make them agree")

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -34,9 +33,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
 from rayrag.errors import RayragError
-from rayrag.kb.layout import KbLocation
 from rayrag.train.options import TrainOptions
-from rayrag.train.run import Launched, retrieval_service, train
+from rayrag.retrieval.service import serving
+from rayrag.train.run import Job, build_trainer, export, finish, fit, prepare, retrieval_request
 
 log = logging.getLogger(__name__)
 
@@ -47,58 +46,36 @@ CHECKPOINT_FILE = "checkpoint.ckpt"
 
 
 def train_on_ray(opts: TrainOptions) -> dict:
-    """`rayrag train --launcher ray`: `train()` with its paths made absolute and its fit run by Ray Train
-    (`fit_on_ray`); returns what it writes to metrics.json."""
-    return train(absolute(opts), fit_elsewhere=fit_on_ray)
-
-
-def absolute(opts: TrainOptions) -> TrainOptions:
-    """`opts` with every path absolute: Ray Train's workers do not run in the driver's directory. (A model name that
-    is no local path stays as it is.)"""
-    paths = {f.name: value.resolve() for f in dataclasses.fields(opts)
-             if isinstance(value := getattr(opts, f.name), Path)
-             and (f.name != "model_name_or_path" or value.exists())}
-    return dataclasses.replace(opts, **paths)
+    """`rayrag train --launcher ray`: prepare the run here with every path absolute (Ray Train's workers do not run
+    in the driver's directory), fit it with Ray Train (`fit_on_ray`), then predict here; returns what it writes to
+    metrics.json."""
+    job = prepare(opts.absolute())
+    metrics = fit_on_ray(job) if job.opts.do_train else {}
+    return finish(job, metrics)
 
 
 def _resources(opts: TrainOptions) -> dict[str, float]:
-    return {"CPU": opts.cpus_per_worker, **({"GPU": 1.0} if opts.use_gpu else {})}
+    return {"CPU": opts.cluster.cpus_per_worker, **({"GPU": 1.0} if opts.cluster.use_gpu else {})}
 
 
 def check_fits(opts: TrainOptions, where: str) -> None:
-    """Refuse, with the fix, a job whose workers the cluster's live nodes cannot hold: Ray would wait for them."""
-    import ray
+    """Refuse (`ClusterFitError`, with the fix) a job whose workers the cluster's live nodes cannot hold: Ray would
+    wait for them."""
+    from rayrag.cluster.fit import live_nodes
+    from rayrag.errors import ClusterFitError
 
-    problem = refusal(opts, [node["Resources"] for node in ray.nodes() if node.get("Alive")], where)
+    problem = refusal(opts, live_nodes(), where)
     if problem:
-        raise RayragError(problem)
+        raise ClusterFitError(problem)
 
 
 def refusal(opts: TrainOptions, nodes: list[dict], where: str) -> str | None:
-    """Why the workers of `opts` cannot all be placed on `nodes` (each a dict of total resources, as
-    `ray.nodes()[i]["Resources"]`), with the flags that fix it; None when they fit."""
-    from rayrag.kb.ray_embed import workers_that_fit
+    """Why the training workers of `opts` cannot all be placed on `nodes` (`rayrag.cluster.fit.refusal`, with this
+    verb's flags); None when they fit."""
+    from rayrag.cluster.fit import refusal as cluster_refusal
 
-    n = opts.ray_workers()
-    gpus = 1.0 if opts.use_gpu else 0.0
-    fit = workers_that_fit(nodes, opts.cpus_per_worker, gpus)
-    if fit >= n:
-        return None
-    flag = "--num_workers" if opts.num_workers > 0 else "--devices"
-    have = ", ".join(f"{r.get('CPU', 0):g} CPU" + (f" {r.get('GPU', 0):g} GPU" if gpus else "") for r in nodes)
-    fixes = [f"lower {flag} to {fit}"] if fit > 0 else []
-    if not gpus:  # the largest request with which every worker fits: some node's CPUs split k ways
-        cpus = max((c for r in nodes for k in range(1, n + 1)
-                    if (c := math.floor(r.get("CPU", 0.0) / k * 100) / 100) > 0
-                    and workers_that_fit(nodes, c, 0.0) >= n), default=None)
-        if cpus is not None:
-            fixes.append(f"ask for less with --cpus_per_worker {cpus:g}")
-    else:
-        fixes.append("drop --use_gpu")
-    fixes.append("add nodes to the cluster")
-    ask = f"{opts.cpus_per_worker:g} CPU" + (" and 1 GPU" if gpus else "")
-    return (f"{flag} {n}: the Ray cluster at {where} cannot hold {n} training workers of {ask} each "
-            f"(its {len(nodes)} node(s): {have}; room for {fit}); " + ", or ".join(fixes))
+    return cluster_refusal(nodes, opts.cluster.workers, opts.cluster.cpus_per_worker, opts.cluster.use_gpu,
+                           where=where, what="training workers")
 
 
 class ReportCheckpoint(Checkpoint):
@@ -132,35 +109,18 @@ class ReportCheckpoint(Checkpoint):
         self._reported_step = step
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         metrics.update(step=step, epoch=int(trainer.current_epoch))
-        saved = saved_at(trainer, step)
-        written = _file_written_at(trainer, step) if saved and trainer.is_global_zero else None
+        written = _file_written_at(trainer, step) if trainer.is_global_zero else None
+        saved = trainer.strategy.broadcast(written is not None)  # rank 0 wrote this step's state: all ranks agree
         with tempfile.TemporaryDirectory(prefix=".rayrag-report-", dir=written.parent if written else None) as tmp:
             target = Path(tmp) / CHECKPOINT_FILE
-            if not saved:
-                trainer.save_checkpoint(target)  # every rank takes part; rank 0 writes
-            elif written is not None:
+            if written is not None:
                 _link_or_copy(written, target)
-            elif trainer.is_global_zero:  # not expected: a ModelCheckpoint saved, but not through this process's IO
-                module = trainer.lightning_module
-                module.gather_rng = False  # rank 0 alone: no collective (the other ranks restore rank 0's RNG)
-                try:
-                    trainer.strategy.checkpoint_io.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(),
-                                                                   target)
-                finally:
-                    module.gather_rng = True
+            elif not saved:
+                trainer.save_checkpoint(target)  # every rank takes part; rank 0 writes
             checkpoint = ray.train.Checkpoint.from_directory(tmp) if trainer.is_global_zero else None
             ray.train.report(metrics, checkpoint=checkpoint)
         log.info("reported the checkpoint of step %d to Ray Train (%s)", step,
                  f"{written.name}, written at this step" if written else "saved for the report")
-
-
-def saved_at(trainer: L.Trainer, step: int) -> bool:
-    """Whether a ModelCheckpoint wrote a checkpoint at global step `step` (decided alike on every rank: by the step
-    count, or by the validation score all ranks share)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    return any(isinstance(cb, ModelCheckpoint) and cb._last_global_step_saved == step
-               for cb in trainer.checkpoint_callbacks)
 
 
 def _file_written_at(trainer: L.Trainer, step: int) -> Path | None:
@@ -179,54 +139,58 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def worker_loop(config: dict) -> None:
-    """One Ray Train worker: `train()` with Ray Train's Lightning integration, continuing from the checkpoint Ray
-    Train hands back after a restart (or a restored run), attached to the driver's retrieval service."""
+    """One Ray Train worker: the run's steps (prepare, fit, and on rank 0 export) with Ray Train's Lightning
+    integration, continuing from the checkpoint Ray Train hands back after a restart (or a restored run), attached
+    to the driver's retrieval service. Rank 0 writes its metrics to OUTPUT_DIR/metrics.json, where the driver reads
+    them."""
     import ray.train
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
-    opts: TrainOptions = config["opts"]
-    launched = Launched(strategy=RayDDPStrategy(find_unused_parameters=True), plugins=[RayLightningEnvironment()],
-                        prepare=prepare_trainer)
-    context = ray.train.get_context()
+    job = prepare(config["opts"], config=False)  # the driver wrote config.yaml
+    trainer = prepare_trainer(build_trainer(
+        job, callbacks=[ReportCheckpoint(job.opts.save_every_n_steps)],
+        strategy=RayDDPStrategy(find_unused_parameters=True), plugins=[RayLightningEnvironment()]))
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as restored:
         ckpt = Path(restored) / CHECKPOINT_FILE if restored is not None else None
-        if ckpt is not None and context.get_world_rank() == 0:
+        if ckpt is not None and ray.train.get_context().get_world_rank() == 0:
             log.warning("ray train: continuing from the checkpoint reported to Ray Train, %s", ckpt)
-        train(opts, spec=config["spec"], callbacks=[ReportCheckpoint(opts.save_every_n_steps)], ckpt_path=ckpt,
-              launched=launched)  # rank 0 writes its metrics to OUTPUT_DIR/metrics.json, where the driver reads them
+        fitted = fit(job, trainer, config["spec"], ckpt_path=ckpt)
+    if trainer.is_global_zero:
+        finish(job, export(job, fitted))
 
 
 def _worker_options(opts: TrainOptions) -> TrainOptions:
     """What each worker runs: training alone (the driver predicts), its batches loaded in-process (--num_workers is
     the worker count here), one device of the kind Ray gives it."""
     return dataclasses.replace(opts, do_predict=False, num_workers=0, gpus=None,
-                               accelerator="gpu" if opts.use_gpu else "cpu")
+                               accelerator="gpu" if opts.cluster.use_gpu else "cpu")
 
 
-def fit_on_ray(opts: TrainOptions, kb: KbLocation | None) -> dict:
-    """Train with Ray Train (`opts`: resolved, absolute); returns rank 0's training metrics (train_seconds,
+def fit_on_ray(job: Job) -> dict:
+    """Train `job` (prepared with absolute paths) with Ray Train; returns rank 0's training metrics (train_seconds,
     train_steps, best_val_em), which it wrote to OUTPUT_DIR/metrics.json."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from rayrag.cluster import connect
 
-    from rayrag.ray_connect import NAMESPACE, connect
-
-    out = Path(opts.output_dir)
+    opts, out = job.opts, job.out
     record = out / RUN_NAME
     if not opts.resume and record.exists():  # a new run: Ray Train would otherwise restore the old one
         shutil.rmtree(record)
     written = out / "metrics.json"
     written.unlink(missing_ok=True)
-    n = opts.ray_workers()
-    connection = connect(opts.ray_address, namespace=NAMESPACE)
+    n = opts.cluster.workers
+    connection = connect(opts.cluster.address)
     try:
+        # Ray only now: it reads its configuration (token authentication) when first imported, which `connect` set
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
         check_fits(opts, connection.address)
-        with retrieval_service(opts, kb) as spec:  # opened before any worker starts; closed after the last
+        with serving(retrieval_request(job)) as spec:  # opened before any worker starts; closed after the last
             trainer = TorchTrainer(
                 worker_loop, train_loop_config={"opts": _worker_options(opts), "spec": spec},
-                torch_config=TorchConfig(backend="nccl" if opts.use_gpu else "gloo"),
-                scaling_config=ScalingConfig(num_workers=n, use_gpu=opts.use_gpu,
+                torch_config=TorchConfig(backend="nccl" if opts.cluster.use_gpu else "gloo"),
+                scaling_config=ScalingConfig(num_workers=n, use_gpu=opts.cluster.use_gpu,
                                              resources_per_worker=_resources(opts)),
                 run_config=RunConfig(name=RUN_NAME, storage_path=str(out),
                                      failure_config=FailureConfig(max_failures=opts.max_failures),

@@ -1,17 +1,27 @@
-"""`rayrag train`: build the Lightning Trainer, fit, export the best model, predict the test split."""
+"""`rayrag train` as plain steps: prepare -> build the Trainer -> fit -> export the best model -> predict the test split.
+
+    job = prepare(opts)                                  # checked, resolved, config.yaml written, model read
+    with serving(retrieval_request(job)) as spec:        # the first process opens the retrieval service
+        trainer = build_trainer(job)
+        fitted = fit(job, trainer, spec)                 # every rank
+    metrics = export(job, fitted)                        # rank 0: best_model/
+    metrics |= predict_test(job)                         # --do_predict
+
+`train()` composes them for the command line (and scripts); Ray Train's workers (`train/ray_launch.py`) and Ray
+Tune's trials (`tune/trial.py`) compose the same steps with their own Trainer settings and the spec of a service
+their driver opened.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -19,16 +29,17 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rayrag.atomic import atomic_write_text, atomic_write_with
+from rayrag.config import write_config
 from rayrag.data.qa import has_split, load_split
-from rayrag.distributed import barrier, is_first_process
+from rayrag.distributed import is_first_process
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
-from rayrag.atomic import atomic_write_text, atomic_write_with
-from rayrag.kb.layout import KbLocation, from_flags
-from rayrag.model.checkpoint import (KB_FIX, ModelInfo, check_pooling, load_model, read_info, record_kb, save_model,
-                                     with_type)
+from rayrag.kb.layout import KbLocation
+from rayrag.model.checkpoint import KB_FIX, ModelInfo, check_pooling, load_model, read_info, record_kb, save_model, \
+    with_type
 from rayrag.retrieval.options import RetrievalOptions
-from rayrag.retrieval.service import open_service
+from rayrag.retrieval.service import serving
 from rayrag.train.batches import Collator
 from rayrag.train.module import RagFineTuner
 from rayrag.train.options import TrainOptions
@@ -50,58 +61,107 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.last_saved = (int(checkpoint.get("global_step", -1)), Path(path))
 
 
-def _retrieval_options(opts: TrainOptions, kb: KbLocation) -> RetrievalOptions:
-    return RetrievalOptions(kb=Path(kb.kb), index_path=Path(kb.index_path) if kb.index_path else None,
-                            backend=opts.distributed_retriever, num_workers=opts.num_retrieval_workers,
-                            ray_address=opts.ray_address, pool=opts.pool)
+@dataclass
+class Job:
+    """A run, prepared: its resolved options, the model it trains (`info`: the class --model_type picked) and the
+    knowledge base it retrieves from (None for a closed-book model)."""
 
+    opts: TrainOptions
+    info: ModelInfo
+    kb: KbLocation | None
 
-@contextlib.contextmanager
-def retrieval_service(opts: TrainOptions, kb: KbLocation | None, spec: str | None = None) -> Iterator[str | None]:
-    """Around `trainer.fit`: in the job's first process (before Lightning starts the other ranks) open the
-    retrieval service and yield its spec (JSON) for the module; elsewhere, or without retrieval, yield None.
-    After a fit that ended well every rank meets at a barrier (each has closed its client by then), then the
-    first process closes the service (for `ray`: kills the pool, stops a Ray instance it started).
-    `spec`: the spec of a service the caller opened and closes (`rayrag tune`'s driver): yielded as it is."""
-    own = kb is not None and spec is None and is_first_process()
-    service = open_service(_retrieval_options(opts, kb)) if own else None
-    try:
-        yield service.spec.to_json() if service is not None else (spec if kb is not None else None)
-        if kb is not None:
-            barrier()
-    finally:
-        if service is not None:
-            service.close()
+    @property
+    def out(self) -> Path:
+        return Path(self.opts.output_dir)
+
+    @property
+    def best_dir(self) -> Path:
+        """Where `export` writes the best model (a Hugging Face directory)."""
+        return self.out / "best_model"
 
 
 @dataclass
-class Launched:
-    """How the Trainer of a process started by a launcher (a Ray Train worker, `train/ray_launch.py`) joins the job:
-    the launcher's strategy and plugins replace Lightning's own DDP set-up, and `prepare` checks the Trainer."""
+class Fitted:
+    """What `fit` leaves: the trained module, its Trainer and the training metrics (train_seconds, train_steps)."""
 
-    strategy: Any
-    plugins: list
-    prepare: Callable[[L.Trainer], L.Trainer]
+    module: RagFineTuner
+    trainer: L.Trainer
+    metrics: dict
 
 
-def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), checkpoints: bool = True,
-             launched: Launched | None = None) -> L.Trainer:
+def prepare(opts: TrainOptions, *, config: bool = True) -> Job:
+    """Check and resolve `opts`, make --output_dir, write its config.yaml there (`config`, in the first process:
+    `rayrag train --config OUTPUT_DIR/config.yaml` reruns the run), read the model, find its knowledge base, and seed
+every random generator with --seed."""
+    opts.validate()
+    opts = opts.resolved()
+    Path(opts.output_dir).mkdir(parents=True, exist_ok=True)
+    if config and is_first_process():
+        write_config(opts, Path(opts.output_dir))
+    info = _check_model(opts, read_info(Path(opts.model_name_or_path)))
+    kb = opts.kb.location() or info.location
+    if info.is_rag and kb is None:
+        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; {KB_FIX}")
+    L.seed_everything(opts.seed, workers=True, verbose=False)
+    return Job(opts, info, kb if info.is_rag else None)
+
+
+def retrieval_request(job: Job) -> RetrievalOptions | None:
+    """The retrieval service `job` trains with (None: a closed-book model retrieves nothing)."""
+    if job.kb is None:
+        return None
+    return RetrievalOptions.of(job.kb, job.opts.retrieval, ray_address=job.opts.cluster.address)
+
+
+def train(opts: TrainOptions, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """`rayrag train` in this process (and, with --devices N, in the DDP processes Lightning starts): fit, export
+    and predict as --do_train/--do_predict say; `callbacks` join the Trainer's. Returns what it writes to
+    metrics.json (rank 0) or {} (other ranks)."""
+    if opts.launcher == "ray":
+        raise RayragError("--launcher ray: train with rayrag.train.ray_launch.train_on_ray (as `rayrag train` does)")
+    job = prepare(opts)
+    metrics: dict = {}
+    if job.opts.do_train:
+        trainer = build_trainer(job, callbacks=callbacks)
+        with serving(retrieval_request(job)) as spec:
+            fitted = fit(job, trainer, spec)
+        if not trainer.is_global_zero:
+            return {}
+        metrics = export(job, fitted)
+    return finish(job, metrics)
+
+
+def finish(job: Job, metrics: dict) -> dict:
+    """After training: predict the test split (--do_predict) with the best model (or the given one), write
+    metrics.json; returns it."""
+    if job.opts.do_predict:
+        metrics = {**metrics, **predict_test(job)}
+    atomic_write_text(job.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def build_trainer(job: Job, *, callbacks: Sequence[L.Callback] = (), checkpoints: bool = True,
+                  strategy=None, plugins: Sequence = ()) -> L.Trainer:
+    """The Lightning Trainer of `job`. `checkpoints`: best.ckpt at validations and last.ckpt (every
+    --save_every_n_steps steps, or at validations) in OUTPUT_DIR/checkpoints; `callbacks` run after those (a
+    `Checkpoint` among them sees what they wrote); `strategy`/`plugins`: a launcher's own (Ray Train's), one device
+    per process, instead of Lightning's DDP for --devices/--num_nodes."""
+    opts, out = job.opts, job.out
     ckpt_dir = out / "checkpoints"
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_em", mode="max",
-                                 save_last=opts.save_every_n_steps == 0, save_top_k=1,
-                                 enable_version_counter=False)] if checkpoints else []
+    found = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_em", mode="max",
+                             save_last=opts.save_every_n_steps == 0, save_top_k=1,
+                             enable_version_counter=False)] if checkpoints else []
     if checkpoints and opts.save_every_n_steps > 0:  # last.ckpt every N steps, for --resume after a crash
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
-                                         every_n_train_steps=opts.save_every_n_steps, enable_version_counter=False))
-    callbacks += list(extra)  # after the ModelCheckpoints: a Checkpoint among them sees what they wrote
+        found.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                                     every_n_train_steps=opts.save_every_n_steps, enable_version_counter=False))
+    found += list(callbacks)
     if opts.early_stopping_patience >= 0:
-        callbacks.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
+        found.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
     accelerator = "gpu" if opts.accelerator == "cuda" else opts.accelerator
     on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-    devices, num_nodes, plugins = opts.devices, opts.num_nodes, [AtomicCheckpointIO()]
-    if launched is not None:  # one device per process; the launcher's environment says who is where
-        devices, num_nodes, strategy = 1, 1, launched.strategy
-        plugins += list(launched.plugins)
+    devices, num_nodes = opts.devices, opts.num_nodes
+    if strategy is not None:  # one device per process; the launcher's environment says who is where
+        devices, num_nodes = 1, 1
     elif devices > 1 or num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -110,61 +170,60 @@ def _trainer(opts: TrainOptions, out: Path, extra: Sequence[L.Callback] = (), ch
         strategy = "auto"
     precision = ("16-mixed" if on_gpu else "bf16-mixed") if opts.fp16 else "32-true"
     vci = opts.val_check_interval
-    trainer = L.Trainer(
+    return L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         precision=precision, max_epochs=opts.num_train_epochs, max_steps=opts.max_steps,
         max_time={"minutes": opts.max_time_minutes} if opts.max_time_minutes > 0 else None,
         accumulate_grad_batches=opts.gradient_accumulation_steps,
-        gradient_clip_val=opts.max_grad_norm or None, callbacks=callbacks,
+        gradient_clip_val=opts.max_grad_norm or None, callbacks=found,
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
         val_check_interval=int(vci) if vci > 1 else vci, num_sanity_val_steps=0,
         check_val_every_n_epoch=None if vci > 1 else 1,  # N > 1: every N steps, across epochs
         log_every_n_steps=opts.log_every_n_steps, enable_progress_bar=opts.progress,
         enable_model_summary=opts.progress, enable_checkpointing=checkpoints,
-        plugins=plugins, deterministic=False, default_root_dir=out,
+        plugins=[AtomicCheckpointIO(), *plugins], deterministic=False, default_root_dir=out,
         use_distributed_sampler=False)
-    return launched.prepare(trainer) if launched is not None else trainer
 
 
-def train(opts: TrainOptions, *, spec: str | None = None, callbacks: Sequence[L.Callback] = (),
-          ckpt_path: Path | None = None, checkpoints: bool = True, launched: Launched | None = None,
-          fit_elsewhere: Callable[[TrainOptions, KbLocation | None], dict] | None = None) -> dict:
-    """Run `rayrag train`; returns the metrics written to metrics.json (rank 0) or {}.
+def fit(job: Job, trainer: L.Trainer, spec: str | None, ckpt_path: Path | None = None) -> Fitted:
+    """Train `job` with `trainer`, retrieving through the service of `spec` (JSON; None in the ranks that get it
+    from the first process, and for a closed-book model), from the Lightning checkpoint `ckpt_path` (default:
+    checkpoints/last.ckpt with --resume). Every rank calls it."""
+    opts, out = job.opts, job.out
+    train_ex = load_split(opts.data_dir, "train", opts.n_train)
+    val_ex = _validation_examples(opts, train_ex)
+    loaded = load_model(opts.model_name_or_path, retrieval=False, info=job.info)
+    if job.kb is not None:  # questions pooled as the knowledge base's passages were
+        check_pooling(loaded.model, job.kb, str(opts.model_name_or_path))
+    ckpt = ckpt_path or (out / "checkpoints" / "last.ckpt" if opts.resume else None)
+    earlier_log = _read_log(out) if ckpt is not None else []  # Lightning's CSVLogger starts a new file
+    t0 = time.perf_counter()
+    module = RagFineTuner(opts, loaded, val_ex, retrieval_spec=spec, train_examples=train_ex,
+                          collate=_collator(opts, loaded))
+    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+    if opts.save_every_n_steps > 0 and any(isinstance(cb, ModelCheckpoint) for cb in trainer.checkpoint_callbacks):
+        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state too, not only every N steps
+    if earlier_log and trainer.is_global_zero:
+        _prepend_log(out, earlier_log, before_step=module.resumed_step)
+    metrics = {"train_seconds": time.perf_counter() - t0, "train_steps": int(trainer.global_step)}
+    if opts.profile:
+        _write_profile(trainer, module, out)
+    return Fitted(module, trainer, metrics)
 
-    For a driver that owns the retrieval service and the checkpoints (a `rayrag tune` trial): `spec` is the JSON
-    spec of a service opened elsewhere (attached to, never closed here); `callbacks` join the Trainer's;
-    `ckpt_path` is a Lightning checkpoint to continue from; `checkpoints=False` writes no checkpoints/ and no
-    best_model/ (the caller keeps its own). For --launcher ray (`train/ray_launch.py`): in the driver
-    `fit_elsewhere(opts, kb)` trains (in Ray Train's workers) and returns the training metrics, and prediction runs
-    here; each worker calls this with `launched`, how its Trainer joins the job."""
-    from rayrag.config import write_config
 
-    opts.validate()
-    opts = opts.resolved()
-    out = Path(opts.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if opts.launcher == "ray" and launched is None and fit_elsewhere is None:
-        raise RayragError("--launcher ray: train with rayrag.train.ray_launch.train_on_ray (as `rayrag train` does)")
-    if is_first_process() and launched is None:  # `rayrag train --config OUTPUT_DIR/config.yaml` reruns this run
-        write_config(opts, out)
-    info = _check_model(opts, read_info(Path(opts.model_name_or_path)))
-    kb = from_flags(opts.kb, opts.passages_path, opts.index_path) or info.location
-    if info.is_rag and kb is None:
-        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; {KB_FIX}")
-    L.seed_everything(opts.seed, workers=True, verbose=False)
-    metrics: dict = {}
-    best_dir = out / "best_model"
-    if opts.do_train and fit_elsewhere is not None:
-        metrics = fit_elsewhere(opts, kb if info.is_rag else None)
-    elif opts.do_train:
-        metrics, first = _fit(opts, info, kb if info.is_rag else None, out, best_dir, spec=spec,
-                              callbacks=callbacks, ckpt_path=ckpt_path, checkpoints=checkpoints, launched=launched)
-        if not first:
-            return {}
-    if opts.do_predict:
-        metrics.update(_predict_test(opts, best_dir if best_dir.is_dir() else Path(opts.model_name_or_path),
-                                     kb, out, info))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+def export(job: Job, fitted: Fitted) -> dict:
+    """Rank 0, after `fit`: load the best validation checkpoint into the module and write it as `job.best_dir`, a
+    Hugging Face directory that records its knowledge base; returns the training metrics with best_val_em."""
+    metrics = dict(fitted.metrics)
+    callback = fitted.trainer.checkpoint_callback
+    best = callback.best_model_path if callback is not None else ""
+    module = fitted.module
+    if best and Path(best).is_file():
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+        metrics["best_val_em"] = float(callback.best_model_score or 0.0)
+    info = record_kb(module.model, job.info, job.kb) if job.kb is not None else job.info
+    save_model(job.best_dir, module.model, module.loaded.question_tokenizer, module.loaded.generator_tokenizer, info)
+    log.info("best model written to %s", job.best_dir)
     return metrics
 
 
@@ -186,59 +245,18 @@ def _validation_examples(opts: TrainOptions, train_ex: list) -> list:
     return train_ex[:n]
 
 
-def _fit(opts: TrainOptions, info: ModelInfo, kb: KbLocation | None, out: Path, best_dir: Path, *,
-         spec: str | None = None, callbacks: Sequence[L.Callback] = (), ckpt_path: Path | None = None,
-         checkpoints: bool = True, launched: Launched | None = None) -> tuple[dict, bool]:
-    """Train; on the first rank export the best model (with `checkpoints`). Returns (metrics, whether this is
-    global rank 0). See `train` for `spec`, `callbacks`, `ckpt_path`."""
-    train_ex = load_split(opts.data_dir, "train", opts.n_train)
-    val_ex = _validation_examples(opts, train_ex)
-    loaded = load_model(opts.model_name_or_path, retrieval=False, info=info)
-    if kb is not None:  # questions pooled as the knowledge base's passages were
-        check_pooling(loaded.model, kb, str(opts.model_name_or_path))
-    continuing = opts.resume or ckpt_path is not None
-    earlier_log = _read_log(out) if continuing else []  # Lightning's CSVLogger starts a new file
-    trainer = _trainer(opts, out, callbacks, checkpoints, launched)
-    t0 = time.perf_counter()
-    ckpt = ckpt_path or (out / "checkpoints" / "last.ckpt" if opts.resume else None)
-    with retrieval_service(opts, kb, spec) as spec:
-        module = RagFineTuner(opts, loaded, val_ex, retrieval_spec=spec, train_examples=train_ex,
-                              collate=_collator(opts, loaded))
-        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
-        if checkpoints and opts.save_every_n_steps > 0:  # the final state too, not only every N steps
-            trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
-    if earlier_log and trainer.is_global_zero:
-        _prepend_log(out, earlier_log, before_step=module.resumed_step)
-    metrics = {"train_seconds": time.perf_counter() - t0, "train_steps": int(trainer.global_step)}
-    if opts.profile:
-        _write_profile(trainer, module, out)
-    if not trainer.is_global_zero:
-        return {}, False
-    if not checkpoints:
-        return metrics, True
-    best = trainer.checkpoint_callback.best_model_path
-    if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
-        metrics["best_val_em"] = float(trainer.checkpoint_callback.best_model_score or 0.0)
-    if kb is not None:  # the best model retrieves from the knowledge base it was trained with
-        info = record_kb(module.model, info, kb)
-    save_model(best_dir, module.model, loaded.question_tokenizer, loaded.generator_tokenizer, info)
-    log.info("best model written to %s", best_dir)
-    return metrics, True
-
-
-def _predict_test(opts: TrainOptions, model_dir: Path, kb: KbLocation | None, out: Path,
-                  info: ModelInfo) -> dict:
-    """Answer the test split with `model_dir` (loaded as `info` says: the class --model_type picked); write the
-    predictions; return test_* metrics."""
-    loaded = load_model(model_dir, kb=kb, info=info)
+def predict_test(job: Job) -> dict:
+    """Answer the test split with the best model (`job.best_dir`, else the model trained from), loaded as
+    `job.info` says (the class --model_type picked); write the predictions; return test_* metrics."""
+    opts = job.opts
+    model_dir = job.best_dir if job.best_dir.is_dir() else Path(opts.model_name_or_path)
+    loaded = load_model(model_dir, kb=job.kb or opts.kb.location(), info=job.info)
     test_ex = load_split(opts.data_dir, "test", opts.n_test)
     preds = predict(loaded, [e.question for e in test_ex], batch_size=opts.eval_batch_size,
                     num_beams=opts.eval_beams, max_length=opts.test_max_target_length,
                     n_docs=opts.eval_n_docs or opts.n_docs,
                     max_source_length=opts.max_source_length, progress=opts.progress)
-    write_predictions(out, preds, test_ex)
+    write_predictions(job.out, preds, test_ex)
     return {f"test_{k}": v for k, v in score(preds, test_ex).items()}
 
 
@@ -297,7 +315,7 @@ def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
                             "ids_sha1": got["ids_sha1"]} for rank, got in enumerate(gathered)}
     calls = min(len(got["times"]) for got in gathered)
     critical = np.max([got["times"][:calls] for got in gathered], axis=0) if calls else np.zeros(0)
-    profile = {"backend": module.opts.distributed_retriever, "critical": _time_stats(critical),
+    profile = {"backend": module.opts.retrieval.backend, "critical": _time_stats(critical),
                "ranks": per_rank}
     atomic_write_text(out / "retrieval_profile.json", json.dumps(profile, indent=2) + "\n")
     for rank, s in per_rank.items():

@@ -1,8 +1,9 @@
-"""Options of `rayrag tune`: every `rayrag train` option (fixed for all trials), the search space, and the search.
+"""Options of `rayrag tune`: the `rayrag train` options every trial starts from, the search space, and the search.
 
-`TuneOptions` extends `TrainOptions`, so a train command line becomes a search by changing the verb and
-adding a space. `validate()` checks everything before anything starts: the fixed options as `rayrag train`
-would, the space (file and inline flags, every value a distribution can produce), and the search's own flags.
+`TuneOptions` holds a `TrainOptions` (`--train.*`; every train flag also keeps its own spelling, so a train command
+line becomes a search by changing the verb and adding a space). `validate()` checks everything before anything
+starts: the fixed options as `rayrag train` would, the space (file and inline flags, every value a distribution can
+produce), and the search's own flags.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from rayrag.errors import RayragError
 from rayrag.train.options import TrainOptions
 
-SCHEDULERS = ("asha", "fifo")
 SEARCH_DIR = "search"
 """Ray Tune's experiment directory inside --output_dir (trial directories, checkpoints, restore state)."""
 
@@ -44,16 +45,15 @@ class InlineSpace:
 
 
 @dataclass
-class TuneOptions(TrainOptions):
+class TuneOptions:
     """Search `rayrag train`'s hyperparameters with Ray Tune; every trial retrieves from one service."""
 
-    output_dir: Path
-    """Search directory: trials.csv, trials.md, trials.png, best_model/, config.yaml, and Ray Tune's search/."""
-    do_train: bool = True
-    """Train (always, in a search)."""
-    resume: bool = False
-    """Continue the interrupted search in --output_dir (Ray Tune's restore): finished and failed trials are kept
-    as they are, unfinished ones continue from their last checkpoint; the space comes from the first run."""
+    train: TrainOptions
+    """The `rayrag train` options every trial starts from (each train flag works as in `rayrag train`: --data_dir,
+    --kb, --distributed_retriever, ...). Here --output_dir is the search's directory: trials.csv, trials.md,
+    trials.png, best_model/, config.yaml, and Ray Tune's search/; --resume continues the interrupted search in it
+    (Ray Tune's restore: finished and failed trials are kept as they are, unfinished ones continue from their last
+    checkpoint; the space comes from the first run); every trial trains (--do_train is implied)."""
     space: Path | None = None
     """Search space: a YAML or JSON file mapping train options to distributions, e.g.
     `learning_rate: {loguniform: [1.0e-5, 3.0e-4]}` (distributions: loguniform, uniform, randint, choice, grid)."""
@@ -69,8 +69,8 @@ class TuneOptions(TrainOptions):
     """GPUs each trial reserves (fractions allowed: 0.25 shares one GPU among four trials)."""
     time_budget_minutes: float = 0.0
     """Stop the whole search after this many minutes (0: no limit); trials still running are stopped."""
-    scheduler: str = "asha"
-    """asha (stop trials whose validation EM falls behind at each rung) | fifo (run every trial to its end)."""
+    scheduler: Literal["asha", "fifo"] = "asha"
+    """asha: stop trials whose validation EM falls behind at each rung; fifo: run every trial to its end."""
     grace_period: int = 1
     """asha: validations every trial gets before it can be stopped (the first rung)."""
     reduction_factor: float = 2.0
@@ -82,13 +82,23 @@ class TuneOptions(TrainOptions):
     """Sample the memory of the processes that hold the knowledge base while trials run (memory.json);
     with a private local Ray instance only."""
 
+    @property
+    def output_dir(self) -> Path:
+        """The search's directory (--output_dir)."""
+        return Path(self.train.output_dir)
+
+    @property
+    def resume(self) -> bool:
+        """Whether to continue the search in --output_dir (--resume)."""
+        return self.train.resume
+
     def validate(self) -> None:
         """Check the search's flags, the fixed train options and the space; raise `RayragError` naming the flag,
         file or key. Changes nothing."""
         _check_search_flags(self)
-        trial = self.trial_options(Path(self.output_dir) / SEARCH_DIR / "check")
+        trial = self.trial_options(self.output_dir / SEARCH_DIR / "check")
         trial.validate()
-        search = Path(self.output_dir) / SEARCH_DIR
+        search = self.output_dir / SEARCH_DIR
         if self.resume:
             if not search.is_dir():
                 raise RayragError(f"--resume: no search in {search} to continue; drop --resume to start one")
@@ -103,6 +113,10 @@ class TuneOptions(TrainOptions):
             raise RayragError("nothing to search: give --space FILE or an inline --search.OPTION distribution")
         check_values(dims, trial)
 
+    def resolved(self) -> TuneOptions:
+        """A new `TuneOptions` with the train options resolved as `rayrag train` resolves them."""
+        return dataclasses.replace(self, train=self.train.resolved(), search=dataclasses.replace(self.search))
+
     def inline_space(self) -> dict[str, str | None]:
         """The inline flags: option -> distribution text (None where not given)."""
         return dataclasses.asdict(self.search)
@@ -110,32 +124,26 @@ class TuneOptions(TrainOptions):
     def trial_options(self, output_dir: Path) -> TrainOptions:
         """The `rayrag train` options every trial starts from (before its sampled values): this search's fixed
         options, paths absolute (trials run in their own directories), writing into `output_dir`."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOptions)}
-        for name in ("data_dir", "model_name_or_path", "kb", "passages_path", "index_path"):
-            if values[name] is not None:
-                values[name] = Path(values[name]).expanduser().resolve()
-        values.update(output_dir=Path(output_dir).resolve(), do_train=True, do_predict=False, resume=False,
-                      progress=False, pool=dataclasses.replace(self.pool))
-        return TrainOptions(**values)
+        return dataclasses.replace(self.train.absolute(), output_dir=Path(output_dir).resolve(), do_train=True,
+                                   do_predict=False, resume=False, progress=False)
 
 
 def _check_search_flags(o: TuneOptions) -> None:
-    if o.do_predict:
+    t = o.train
+    if t.do_predict:
         raise RayragError("--do_predict: a search trains only; score the best trial's model with "
                           "`rayrag eval --model OUTPUT_DIR/best_model`")
-    if not o.do_train:
-        raise RayragError("--do_train false: a search trains; drop the flag")
-    if o.launcher != "local":
-        raise RayragError(f"--launcher {o.launcher}: Ray Tune starts the trials, each one training process; drop "
+    if t.launcher != "local":
+        raise RayragError(f"--launcher {t.launcher}: Ray Tune starts the trials, each one training process; drop "
                           "--launcher")
-    many = {"--devices": o.devices, "--num_nodes": o.num_nodes, "--gpus": o.gpus}
+    many = {"--devices": t.devices, "--num_nodes": t.num_nodes, "--gpus": t.gpus}
     for flag, value in many.items():
         if value is not None and value > 1:
             raise RayragError(f"{flag} {value}: a trial runs one training process; give each trial its resources with "
                               "--cpus_per_trial and --gpus_per_trial, and run trials side by side with "
                               "--max_concurrent_trials")
-    if o.scheduler not in SCHEDULERS:
-        raise RayragError(f"--scheduler {o.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+    if o.scheduler not in ("asha", "fifo"):
+        raise RayragError(f"--scheduler {o.scheduler!r}: choose asha or fifo")
     least = {"--num_samples": (o.num_samples, 1), "--max_concurrent_trials": (o.max_concurrent_trials, 0),
              "--gpus_per_trial": (o.gpus_per_trial, 0), "--time_budget_minutes": (o.time_budget_minutes, 0),
              "--grace_period": (o.grace_period, 1)}
@@ -146,5 +154,5 @@ def _check_search_flags(o: TuneOptions) -> None:
         raise RayragError(f"--cpus_per_trial {o.cpus_per_trial}: must be above 0 (fractions allowed, e.g. 0.5)")
     if not o.reduction_factor > 1:
         raise RayragError(f"--reduction_factor {o.reduction_factor}: must be above 1 (e.g. 2: half go on per rung)")
-    if o.gpus_per_trial > 0 and o.accelerator == "cpu":
+    if o.gpus_per_trial > 0 and t.accelerator == "cpu":
         raise RayragError(f"--gpus_per_trial {o.gpus_per_trial} contradicts --accelerator cpu; drop one")

@@ -166,13 +166,12 @@ def export_best(row: TrialRow, base: TrainOptions, out_dir: Path) -> None:
     knowledge base it was trained with recorded."""
     import torch
 
-    from rayrag.kb.layout import from_flags
-    from rayrag.model.checkpoint import load_model, read_info, record_kb, save_model, with_type
+    from rayrag.model.checkpoint import load_model, record_kb, save_model
     from rayrag.train.module import RagFineTuner
+    from rayrag.train.run import prepare
 
-    opts = dataclasses.replace(base, **row.config)
-    info = with_type(read_info(Path(opts.model_name_or_path)), opts.model_type, str(opts.model_name_or_path))
-    kb = from_flags(opts.kb, opts.passages_path, opts.index_path) or info.location
+    job = prepare(dataclasses.replace(base, **row.config), config=False)
+    opts, info, kb = job.opts, job.info, job.kb
     loaded = load_model(opts.model_name_or_path, retrieval=False, info=info)
     module = RagFineTuner(opts, loaded, [])
     state = torch.load(Path(row.best_checkpoint) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)

@@ -20,9 +20,6 @@ from rayrag.config import write_config
 from rayrag.data.qa import load_split
 from rayrag.errors import RayragError
 from rayrag.atomic import atomic_write_text
-from rayrag.kb.layout import from_flags
-from rayrag.model.checkpoint import KB_FIX, read_info, with_type
-from rayrag.retrieval.ray.config import NAMESPACE
 from rayrag.tune.options import SEARCH_DIR, TuneOptions
 from rayrag.tune.space import Dimension, build_space
 
@@ -50,13 +47,14 @@ def _trial_dirname(trial) -> str:
 
 def _max_validations(opts: TuneOptions, n_train: int, dims: dict[str, Dimension]) -> int:
     """An upper bound on the validations a trial runs (ASHA's max_t), from the smallest batch it may get."""
-    batch = opts.train_batch_size
+    t = opts.train
+    batch = t.train_batch_size
     if "train_batch_size" in dims:
         batch = min(dims["train_batch_size"].values)
-    per_epoch = math.ceil(max(1, n_train) / max(1, batch) / opts.gradient_accumulation_steps)
-    steps = opts.max_steps if opts.max_steps > 0 else per_epoch * opts.num_train_epochs
-    vci = opts.val_check_interval
-    reports = steps / vci if vci > 1 else opts.num_train_epochs * max(1, math.floor(1 / vci))
+    per_epoch = math.ceil(max(1, n_train) / max(1, batch) / t.gradient_accumulation_steps)
+    steps = t.max_steps if t.max_steps > 0 else per_epoch * t.num_train_epochs
+    vci = t.val_check_interval
+    reports = steps / vci if vci > 1 else t.num_train_epochs * max(1, math.floor(1 / vci))
     return max(1, math.ceil(reports)) + 1
 
 
@@ -118,13 +116,9 @@ def _read_dims(opts: TuneOptions, out: Path) -> dict[str, Dimension]:
 
 def run_search(opts: TuneOptions) -> SearchOutcome:
     """Run `rayrag tune` (or continue it with --resume); returns the outcome after writing the results."""
-    from ray import tune
-
-    from rayrag.ray_connect import connect
-    from rayrag.train.run import retrieval_service
-    from rayrag.tune.memory import MemoryProbe
-    from rayrag.tune.results import collect, write_results
-    from rayrag.tune.trial import run_trial
+    from rayrag.cluster import connect
+    from rayrag.retrieval.service import serving
+    from rayrag.train.run import prepare, retrieval_request
 
     opts.validate()
     opts = opts.resolved()
@@ -133,22 +127,25 @@ def run_search(opts: TuneOptions) -> SearchOutcome:
     if not opts.resume:
         write_config(opts, out)
     base = opts.trial_options(out / SEARCH_DIR)
-    info = with_type(read_info(Path(base.model_name_or_path)), base.model_type, str(base.model_name_or_path))
-    kb = from_flags(base.kb, base.passages_path, base.index_path) or info.location
-    if info.is_rag and kb is None:
-        raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; {KB_FIX}")
+    job = prepare(base, config=False)  # the model and its knowledge base, as every trial will find them
     n_train = len(load_split(base.data_dir, "train", base.n_train))  # bad data fails here, before any trial
     dims = _read_dims(opts, out)
     experiment = out / SEARCH_DIR
     t0 = time.perf_counter()
-    connection = connect(opts.ray_address, namespace=NAMESPACE)
+    connection = connect(opts.train.cluster.address)
     try:
-        probe = MemoryProbe(out / "memory.json", Path(kb.kb) if kb is not None else None)
+        # Ray only now: it reads its configuration (token authentication) when first imported, which `connect` set
+        from ray import tune
+
+        from rayrag.tune.memory import MemoryProbe
+        from rayrag.tune.results import collect, write_results
+        from rayrag.tune.trial import run_trial
+
+        probe = MemoryProbe(out / "memory.json", Path(job.kb.kb) if job.kb is not None else None)
         callbacks = [probe] if opts.memory_report and connection.started else []
         if opts.memory_report and not connection.started:
             log.warning("--memory_report: measured only on a Ray instance the search starts (--ray_address local)")
-        shared = kb if info.is_rag and not opts.pool_per_trial else None
-        with retrieval_service(base, shared) as spec:
+        with serving(None if opts.pool_per_trial else retrieval_request(job)) as spec:
             trainable = tune.with_parameters(run_trial, base=base, spec=spec)
             trainable = tune.with_resources(trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
             if opts.resume:

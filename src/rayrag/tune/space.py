@@ -31,12 +31,12 @@ DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 RANGES = ("loguniform", "uniform", "randint")
 
 FIXED = frozenset({
-    "data_dir", "output_dir", "model_name_or_path", "kb", "index_name", "passages_path", "index_path",
-    "do_train", "do_predict", "n_val", "n_test", "resume", "distributed_retriever", "num_retrieval_workers",
-    "ray_address", "pool", "profile", "progress", "gpus", "accelerator", "devices", "num_nodes", "num_workers",
-    "val_check_interval", "log_every_n_steps", "save_every_n_steps"})
-"""Train options a search keeps fixed: where things are, how the job runs, and what makes trials comparable
-(the validation set and when it is scored)."""
+    "data_dir", "output_dir", "model_name_or_path", "kb", "index_name", "do_train", "do_predict", "n_val", "n_test",
+    "resume", "retrieval", "cluster", "launcher", "max_failures", "profile", "progress", "gpus", "accelerator",
+    "devices", "num_nodes", "num_workers", "val_check_interval", "log_every_n_steps", "save_every_n_steps"})
+"""Train options a search keeps fixed: where things are (the knowledge base among them), how the job runs (the
+retrieval service and the Ray cluster among them), and what makes trials comparable (the validation set and when
+it is scored)."""
 
 SEARCHABLE = tuple(f.name for f in dataclasses.fields(TrainOptions) if f.name not in FIXED)
 _HINTS = typing.get_type_hints(TrainOptions)
@@ -70,8 +70,17 @@ class Dimension:
 def _base_type(key: str) -> type:
     """The field's type without `| None`."""
     hint = _HINTS[key]
+    if typing.get_origin(hint) is typing.Literal:
+        return hint
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+
+
+def _name(field_type: Any) -> str:
+    """A field type as the errors name it: `a int`, or the choices of a Literal (`one of linear, cosine`)."""
+    if typing.get_origin(field_type) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(field_type)))
+    return "a " + field_type.__name__
 
 
 def _coerce(value: Any, kind: type) -> Any:
@@ -85,9 +94,11 @@ def _coerce(value: Any, kind: type) -> Any:
     return value
 
 
-def _fits(value: Any, kind: type, optional: bool) -> bool:
+def _fits(value: Any, kind: Any, optional: bool) -> bool:
     if value is None:
         return optional
+    if typing.get_origin(kind) is typing.Literal:
+        return value in typing.get_args(kind)
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
@@ -123,15 +134,14 @@ def parse_dimension(key: str, spec: Any, where: str) -> Dimension:
     else:
         for v in values:
             if not _fits(v, field_type, optional):
-                raise RayragError(f"{at}: {kind} value {v!r} is not a {field_type.__name__}; give "
-                                  f"{field_type.__name__} values")
+                raise RayragError(f"{at}: {kind} value {v!r} is not {_name(field_type)}; give such values")
     return Dimension(key, kind, values, where)
 
 
 def _check_range(at: str, key: str, kind: str, values: tuple, field_type: type) -> None:
     example = "[0, 50]" if kind == "randint" else "[1.0e-5, 3.0e-4]"
     if field_type not in (int, float):
-        raise RayragError(f"{at}: {kind} needs a numeric option, and {key} takes a {field_type.__name__}; "
+        raise RayragError(f"{at}: {kind} needs a numeric option, and {key} takes {_name(field_type)}; "
                           "use choice or grid")
     if field_type is int and kind != "randint":
         raise RayragError(f"{at}: {key} takes whole numbers; use randint, choice or grid, not {kind}")
