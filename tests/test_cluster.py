@@ -107,13 +107,20 @@ TRAIN = ["--num_train_epochs", "1", "--n_train", "8", "--train_batch_size", "4",
          "--distributed_retriever", "ray", "--num_retrieval_workers", "1"]
 
 
+# `rayrag train` on a `ray start --head` token cluster: tests/test_ddp_retrieval.py's running-cluster test (HOST:PORT,
+# RAY_AUTH_MODE unset, then `auto` for a backend).
+
+
 @pytest.mark.slow
-def test_train_joins_the_cluster_with_auto(head, corpus_dir, tiny_rag, tmp_path):
-    out = tmp_path / "run"
-    proc = _run(head, "train", "--data_dir", corpus_dir / "data", "--output_dir", out, "--model_name_or_path",
-                tiny_rag, "--do_train", *TRAIN, "--ray_address", "auto")
-    _joined(proc, head)
-    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 2
+def test_ask_retrieves_through_a_pool_on_the_cluster_as_it_does_locally(head, corpus_dir, tiny_rag):
+    """`ask --distributed_retriever ray --ray_address auto`: the model retrieves through a pool of actors on the
+    cluster, and answers with the same passages, scores and answer as with its index in the process."""
+    question = (corpus_dir / "data" / "test.source").read_text().splitlines()[0]
+    local = rayrag("ask", "--model", tiny_rag, "--json", question, "--quiet")
+    pooled = _run(head, "ask", "--model", tiny_rag, "--json", question, "--distributed_retriever", "ray",
+                  "--ray_address", "auto")
+    _joined(pooled, head)
+    assert json.loads(pooled.stdout.splitlines()[0]) == json.loads(local.stdout.splitlines()[0])
 
 
 @pytest.mark.slow
