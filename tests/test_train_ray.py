@@ -25,7 +25,8 @@ from conftest import three_node_cluster
 from rayrag.cluster.args import ClusterArgs
 from rayrag.errors import RayragError
 from rayrag.train.options import TrainOptions
-from rayrag.train.ray_launch import RUN_NAME, refusal
+from rayrag.cluster.fit import refusal as cluster_refusal
+from rayrag.train.ray_launch import RUN_NAME
 
 # ----- fast tier: flags, worker count, what fits ------------------------------------------------------------
 
@@ -66,6 +67,10 @@ def test_refusal_names_the_flag_and_what_fits(tmp_path):
     nodes = [{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}]
     def resolved(**kw):
         return _opts(tmp_path, launcher="ray", **kw).resolved()
+
+    def refusal(opts, nodes, where):  # what fit_on_ray asks of the cluster for these options
+        c = opts.cluster
+        return cluster_refusal(nodes, c.workers, c.cpus_per_worker, c.use_gpu, where=where, what="training workers")
 
     assert refusal(resolved(cluster=ClusterArgs(workers=2, cpus_per_worker=0.75)), nodes, "here") is None
     why = refusal(resolved(cluster=ClusterArgs(workers=3, cpus_per_worker=0.75)), nodes, "here")

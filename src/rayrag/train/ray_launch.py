@@ -58,26 +58,6 @@ def _resources(opts: TrainOptions) -> dict[str, float]:
     return {"CPU": opts.cluster.cpus_per_worker, **({"GPU": 1.0} if opts.cluster.use_gpu else {})}
 
 
-def check_fits(opts: TrainOptions, where: str) -> None:
-    """Refuse (`ClusterFitError`, with the fix) a job whose workers the cluster's live nodes cannot hold: Ray would
-    wait for them."""
-    from rayrag.cluster.fit import live_nodes
-    from rayrag.errors import ClusterFitError
-
-    problem = refusal(opts, live_nodes(), where)
-    if problem:
-        raise ClusterFitError(problem)
-
-
-def refusal(opts: TrainOptions, nodes: list[dict], where: str) -> str | None:
-    """Why the training workers of `opts` cannot all be placed on `nodes` (`rayrag.cluster.fit.refusal`, with this
-    verb's flags); None when they fit."""
-    from rayrag.cluster.fit import refusal as cluster_refusal
-
-    return cluster_refusal(nodes, opts.cluster.workers, opts.cluster.cpus_per_worker, opts.cluster.use_gpu,
-                           where=where, what="training workers")
-
-
 class ReportCheckpoint(Checkpoint):
     """Reports a checkpoint of the run to Ray Train every `every_n_steps` optimizer steps (0: never by steps) and
     after every validation, with the Trainer's logged metrics and `step`. Every worker reports (Ray Train waits for
@@ -170,7 +150,7 @@ def _worker_options(opts: TrainOptions) -> TrainOptions:
 def fit_on_ray(job: Job) -> dict:
     """Train `job` (prepared with absolute paths) with Ray Train; returns rank 0's training metrics (train_seconds,
     train_steps, best_val_em), which it wrote to OUTPUT_DIR/metrics.json."""
-    from rayrag.cluster import connect
+    from rayrag.cluster import check_fits, connect
 
     opts, out = job.opts, job.out
     record = out / RUN_NAME
@@ -185,7 +165,8 @@ def fit_on_ray(job: Job) -> dict:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        check_fits(opts, connection.address)
+        check_fits(opts.cluster.workers, opts.cluster.cpus_per_worker, opts.cluster.use_gpu,
+                   where=connection.address, what="training workers")  # Ray would wait for workers that cannot fit
         with serving(retrieval_request(job)) as spec:  # opened before any worker starts; closed after the last
             trainer = TorchTrainer(
                 worker_loop, train_loop_config={"opts": _worker_options(opts), "spec": spec},
