@@ -36,9 +36,9 @@ def holding_actor(hold_dir: str | Path) -> type:
             wait_while(f"start-{index}", f"starting-{index}")
             super().__init__(*args, index=index, **kwargs)
 
-        def _call(self, kind, payload, k):
+        def _call(self, kind, payload, k, *rest):
             wait_while(f"hold-{self.index}", f"received-{self.index}")
-            return super()._call(kind, payload, k)
+            return super()._call(kind, payload, k, *rest)
 
     return HoldingRetrievalActor
 

@@ -25,11 +25,57 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+IN_PROCESS = ("eval", "ask", "index", "init-model")
+"""Verbs `rayrag()` runs through the CLI's own entry point in the test process (`cli.main.main(argv)`) when they
+start nothing of their own (no Ray, no other processes): each saves the 8-12 s of importing torch, Lightning and
+transformers that a new process pays on the 2-core machine. Training verbs always run in a process of their own
+(Lightning's DDP starts its other ranks by re-running the command line)."""
+
+
+def _in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """`rayrag ARGV` through `rayrag.cli.main.main`, with stdout and stderr captured and the logging set-up of a
+    fresh process (the root logger's handlers are removed before and restored after), as a completed process."""
+    import io
+    import logging
+    import traceback
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from rayrag.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    for handler in saved:
+        root.removeHandler(handler)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            except BaseException:  # what the interpreter would print before exiting 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["rayrag", *argv], code, out.getvalue(), err.getvalue())
+
+
 def rayrag(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
            env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real `rayrag` command line in a subprocess; returns the completed process."""
-    proc = subprocess.run([sys.executable, "-m", "rayrag", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    """Run the real `rayrag` command line, in a subprocess (or, for the verbs in `IN_PROCESS` that start nothing
+    of their own, through its entry point in this process); returns the completed process."""
+    argv = [str(a) for a in args]
+    if (cwd is None and env is None and argv and argv[0] in IN_PROCESS
+            and not {"ray", "--ray"} & set(argv) and not any(a.startswith("--ray") for a in argv)):
+        proc = _in_process(argv)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "rayrag", *argv], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"rayrag {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")

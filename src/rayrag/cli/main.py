@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentError as e:
         print(f"rayrag {verb}: error: {e}", file=sys.stderr)
         return 2
-    _setup_logging(common.debug, common.quiet, trains=verb in TRAINING_VERBS)
     try:
-        opts.validate()
+        opts.validate()  # before the logging set-up, which imports Lightning and transformers: a bad flag is told at once
+        _setup_logging(common.debug, common.quiet, trains=verb in TRAINING_VERBS)
         return int(module.run(opts.resolved(), common.quiet) or 0)
     except RayragError as e:
         if common.debug:

@@ -44,6 +44,8 @@ OPTIONS = TrainOptions
 ALIASES = {
     **part_spellings(TrainOptions),  # --kb, --passages_path, --distributed_retriever, --ray_address, --pool.*, ...
     **negations(TrainOptions),  # --no-progress, --no-fp16, ... (argparse's BooleanOptionalAction)
+    "--end2end": "--train_context_encoder",  # rag-end2end-retriever's spellings
+    "--indexing_freq": "--reindex_every",
 }
 
 

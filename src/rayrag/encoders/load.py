@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rayrag.encoders import pooling as pooling_
+from rayrag.encoders.context import passage_vectors
 from rayrag.errors import RayragError
 
 
@@ -81,6 +82,15 @@ def load_context_encoder(name: str, flag: str = "--encoder"):
     return _load(DPRContextEncoder, name, flag)
 
 
+def load_trainable_context_encoder(name: str, pooling: str, flag: str = "--context_encoder_name"):
+    """The context encoder `name` as a training step runs it (`context.ContextEncoder`, pooling by `pooling`, in
+    training mode): what `train --train_context_encoder` trains and `init-model --context_encoder` writes."""
+    from rayrag.encoders.context import ContextEncoder
+
+    model, tokenizer = load_context_encoder(name, flag)
+    return ContextEncoder(model.train(), tokenizer, pooling)
+
+
 def load_question_encoder(name: str, flag: str = "--question_encoder", pooling: str = "cls"):
     """A question encoder that pools by `pooling` (`DPRQuestionEncoder` for `cls`, `MeanPoolingQuestionEncoder`
     for `mean`) and its tokenizer."""
@@ -107,11 +117,10 @@ def embed_passages(encoder, tokenizer, titles: Sequence[str], texts: Sequence[st
                    batch_size: int = 64, max_length: int = 256, progress: bool = True,
                    pooling: str = "cls") -> np.ndarray:
     """Context vectors (N, d) float32 of passages encoded as (title, text) pairs, as DPR does, pooled by `pooling`
-    (`cls`: DPR's first token, `pooler_output`; `mean`: the mean of the tokens, the projection if any, L2-normalised
-    as sentence-transformers does)."""
+    (`encoders.context.passage_vectors`: `cls`, DPR's first token, `pooler_output`; `mean`, the mean of the tokens,
+    the projection if any, L2-normalised as sentence-transformers does)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = encoder.to(device)
-    inner = encoder.ctx_encoder
     out = np.zeros((len(texts), output_dim(encoder)), dtype=np.float32)
     # Sort by length so that batches pad little; results go back to their rows.
     order = np.argsort([len(t) for t in texts], kind="stable")
@@ -120,14 +129,8 @@ def embed_passages(encoder, tokenizer, titles: Sequence[str], texts: Sequence[st
         rows = order[start:start + batch_size]
         enc = tokenizer([titles[i] for i in rows], [texts[i] for i in rows], padding=True,
                         truncation="only_second", max_length=max_length, return_tensors="pt").to(device)
-        if pooling == "mean":
-            hidden = inner.bert_model(**enc, return_dict=True).last_hidden_state
-            vectors = pooling_.mean_pool(hidden, enc["attention_mask"])
-            if inner.projection_dim > 0:
-                vectors = inner.encode_proj(vectors)
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        else:
-            vectors = encoder(**enc).pooler_output
+        vectors = passage_vectors(encoder, enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"),
+                                  pooling)
         out[rows] = vectors.float().cpu().numpy()
         bar.update(len(rows))
     bar.close()

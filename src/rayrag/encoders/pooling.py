@@ -69,12 +69,19 @@ def question_encoder_config(config: DPRConfig, pooling: str) -> DPRConfig:
 
 
 def detect(path: str | Path | None) -> str:
-    """The pooling an encoder checkpoint was trained with: what a sentence-transformers directory's pooling module
+    """The pooling an encoder checkpoint was trained with: what its config.json records (`rayrag_pooling`, in a context
+    encoder `rayrag train --train_context_encoder` wrote), else what a sentence-transformers directory's pooling module
     says (`1_Pooling/config.json`: mean tokens -> `mean`, CLS token -> `cls`), else `cls` (DPR's, and the default
     for any other BERT-style checkpoint). Hub names without a local directory are `cls`."""
     if path is None:
         return "cls"
     root = Path(path)
+    try:  # a context encoder rayrag saved (`encoders.context.ContextEncoder.save`) records its pooling
+        recorded = json.loads((root / "config.json").read_text(encoding="utf-8")).get("rayrag_pooling")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded in POOLINGS:
+        return recorded
     modules = root / "modules.json"
     if not modules.is_file():
         return "cls"

@@ -159,7 +159,22 @@ def init_model(opts: InitOptions) -> Path:
         for k in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
             setattr(model.generation_config, k, getattr(config, k))
     info = record_kb(model, ModelInfo(opts.model_type), kb)  # config: index_name custom, passages_path, index_path
-    save_model(out, model, q_tok, g_tok, info, overwrite=opts.overwrite)
+    context_encoder = None
+    if opts.context_encoder is not None:
+        from rayrag.encoders.load import load_trainable_context_encoder
+        from rayrag.model.checkpoint import CONTEXT_DIR
+
+        c_name = (kb_encoder(Path(kb.kb), manifest) if opts.context_encoder == "kb" and not kb.is_reference
+                  else opts.context_encoder)
+        if c_name == "kb":
+            raise RayragError(f"--context_encoder kb: {kb} records no encoder (a Hugging Face RAG knowledge base); "
+                              "name the context encoder its vectors came from")
+        context_encoder = load_trainable_context_encoder(c_name, pooling, flag="--context_encoder")
+        if encoders.output_dim(context_encoder.encoder) != dim:
+            raise RayragError(f"--context_encoder {c_name}: makes vectors of size "
+                              f"{encoders.output_dim(context_encoder.encoder)} but {kb} holds vectors of size {dim}")
+        info.context_encoder = CONTEXT_DIR
+    save_model(out, model, q_tok, g_tok, info, overwrite=opts.overwrite, context_encoder=context_encoder)
     log.info("wrote %s model to %s (question encoder %s, %s pooling, generator %s, knowledge base %s)",
              opts.model_type, out, q_name, pooling, opts.generator, kb)
     return out

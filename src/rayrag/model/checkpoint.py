@@ -6,8 +6,10 @@ A RAG directory loads with plain transformers too (`RagTokenForGeneration.from_p
     MODEL_DIR/config.json, model.safetensors, generation_config.json
     MODEL_DIR/question_encoder_tokenizer/, generator_tokenizer/   (RAG)  or tokenizer files (seq2seq)
     MODEL_DIR/mean_pooling_dpr.py   (RAG with a mean-pooling question encoder: its code, for plain transformers)
+    MODEL_DIR/context_encoder/   (RAG trained end to end, or made with one: the DPR context encoder it carries)
     MODEL_DIR/rayrag.json   {"model_type": ..., "kb": absolute knowledge base path or null
-                             [, "index_path": its FAISS file, for a Hugging Face RAG knowledge base]}
+                             [, "index_path": its FAISS file, for a Hugging Face RAG knowledge base]
+                             [, "context_encoder": "context_encoder"]}
 
 The question encoder's config records its pooling (`rayrag.encoders.pooling`): model type `dpr` pools by the first
 token (plain transformers loads it), `rayrag_dpr_mean` by the mean of the tokens. A mean-pooled directory carries
@@ -47,6 +49,8 @@ KB_FIX = "pass --kb KB_DIR, or --passages_path P --index_path I for a Hugging Fa
 CODE_MODULE = "mean_pooling_dpr"
 """The file (`CODE_MODULE`.py) a mean-pooled RAG directory carries: `rayrag/encoders/mean_pooling_dpr.py`."""
 AUTO_CONFIG = f"{CODE_MODULE}.MeanPoolingRagConfig"
+CONTEXT_DIR = "context_encoder"
+"""The directory inside a model directory that holds the context encoder it carries (`ModelInfo.context_encoder`)."""
 
 
 @dataclass
@@ -58,6 +62,9 @@ class ModelInfo:
     """The knowledge base (a rayrag directory, or a Hugging Face RAG passages directory with `index_path`)."""
     index_path: str | None = None
     """The Hugging Face RAG knowledge base's FAISS file; None for a rayrag directory."""
+    context_encoder: str | None = None
+    """The directory, inside the model directory, of the context encoder the model carries (`context_encoder`: written
+    by `rayrag train --train_context_encoder` and `init-model --context_encoder`); None: none."""
 
     @property
     def is_rag(self) -> bool:
@@ -70,7 +77,7 @@ class ModelInfo:
 
     def to_json(self) -> str:
         """rayrag.json's text (`index_path` only where there is one, so older readers see the same file)."""
-        data = {k: v for k, v in asdict(self).items() if k != "index_path" or v is not None}
+        data = {k: v for k, v in asdict(self).items() if k not in ("index_path", "context_encoder") or v is not None}
         return json.dumps(data, indent=2) + "\n"
 
 
@@ -108,7 +115,8 @@ def read_info(model_dir: Path) -> ModelInfo:
     if path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            info = ModelInfo(model_type=data["model_type"], kb=data.get("kb"), index_path=data.get("index_path"))
+            info = ModelInfo(model_type=data["model_type"], kb=data.get("kb"), index_path=data.get("index_path"),
+                             context_encoder=data.get("context_encoder"))
         except (ValueError, KeyError, TypeError) as e:
             raise RayragError(f"{path}: damaged ({e}); recreate the model with `rayrag init-model`") from e
         if info.model_type not in MODEL_TYPES:
@@ -150,14 +158,28 @@ def _kb_of_config(cfg: dict, config: Path) -> KbLocation | None:
 
 
 def save_model(out_dir: str | Path, model, question_tokenizer, generator_tokenizer, info: ModelInfo,
-               overwrite: bool = True) -> Path:
+               overwrite: bool = True, context_encoder=None) -> Path:
     """Write a model directory atomically (`rayrag.atomic.atomic_dir`): into a temporary sibling, fsynced,
-    then renamed into place; an existing `out_dir` is refused unless `overwrite`."""
+    then renamed into place; an existing `out_dir` is refused unless `overwrite`. `context_encoder` (an
+    `encoders.context.ContextEncoder`) is written to `info.context_encoder` inside it, not into the RAG weights (a
+    model that trains one holds it as `rag.ctx_encoder`, which `from_pretrained` would not expect)."""
     from transformers import RagTokenizer
 
     out = Path(out_dir)
+    if context_encoder is not None and not info.context_encoder:
+        raise ValueError("save_model: a context encoder needs info.context_encoder, the directory it goes to")
+    rag = getattr(model, "rag", None)
+    training_one = getattr(rag, "ctx_encoder", None)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
+        if training_one is not None:
+            rag.ctx_encoder = None
+        try:
+            model.save_pretrained(tmp)
+        finally:
+            if training_one is not None:
+                rag.ctx_encoder = training_one
+        if context_encoder is not None:
+            context_encoder.save(tmp / info.context_encoder)
         if info.is_rag:
             RagTokenizer(question_encoder=question_tokenizer, generator=generator_tokenizer).save_pretrained(tmp)
             write_encoder_code(tmp, model.config.question_encoder)

@@ -35,6 +35,10 @@ class InitOptions:
     the knowledge base's (its manifest's `pooling`; `cls` for a Hugging Face RAG knowledge base), so questions and
     passages are pooled alike. A `mean` model directory carries its question encoder's code: plain transformers
     loads it after `AutoConfig.from_pretrained(dir, trust_remote_code=True)` (README)."""
+    context_encoder: str | None = None
+    """A context encoder for the RAG model to carry in MODEL_DIR/context_encoder/ (`kb`: the knowledge base's own
+    encoder; or a hub name, local directory or `minilm`), pooling as the knowledge base: `rayrag train
+    --train_context_encoder` trains it end to end (default there: the knowledge base's encoder)."""
     generator: str = "minilm"
     """Generator: `minilm`, `bert2bert:PATH`, `tiny-bart`, `tiny-t5`, or a hub name / path."""
     generator_encoder_layers: int = 0
@@ -64,6 +68,8 @@ class InitOptions:
             raise RayragError(f"--n_docs {self.n_docs}: must be at least 1")
         if self.generator_encoder_layers < 0 or self.generator_decoder_layers < 0:
             raise RayragError("--generator_encoder_layers/--generator_decoder_layers: must be 0 (all) or more")
+        if self.context_encoder is not None and self.model_type not in typing.get_args(RagType):
+            raise RayragError(f"--context_encoder: a closed-book {self.model_type} model retrieves nothing; drop it")
         if self.max_combined_length < 16:
             raise RayragError(f"--max_combined_length {self.max_combined_length}: must be at least 16")
 

@@ -11,6 +11,7 @@ A client never creates or kills what the service owns (the actor pool of `ray`).
     search(queries (B, d) float32, k) -> (scores (B, k) float32, ids (B, k) int64)
     retrieve(queries, k) -> Retrieved: the full call of a training step (ids, vectors, texts)
     passages(ids (B, k) int64) -> Passages: vectors, titles and texts of given passages
+    switch(generation, kb): from the next call on, the knowledge base re-embedded as generation `generation`
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ class Retrieved:
 
 @runtime_checkable
 class RetrievalClient(Protocol):
-    """One process's way to the index. `retries`: calls re-sent after a failure (0 where nothing retries)."""
+    """One process's way to the index. `retries`: calls re-sent after a failure (0 where nothing retries);
+    `generation`: the index generation calls retrieve from (0 until the first `switch`)."""
 
     dim: int
     n_passages: int
     retries: int
+    generation: int
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k: scores (B, k) float32 and ids (B, k) int64 for queries (B, d) float32."""
@@ -68,6 +71,13 @@ class RetrievalClient(Protocol):
 
     def check_k(self, k: int, flag: str = "--n_docs") -> None:
         """Raise `RayragError` naming `flag` unless 1 <= k <= n_passages."""
+        ...
+
+    def switch(self, generation: int, kb: str) -> None:
+        """From the next call on, retrieve from index generation `generation`: the rayrag knowledge base `kb`, the same
+        passages with the vectors and index of a re-embedding (`rayrag.reindex`). The training loop switches every
+        rank at the same step; the previous generation stays open until the next switch (a call re-sent late may
+        still name it), older ones are released."""
         ...
 
     def close(self) -> None:

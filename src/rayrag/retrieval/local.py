@@ -55,6 +55,7 @@ class LocalClient:
         self.settings = _search.settings_named(spec.settings, threads)
         self.dim = self.kb.dim
         self.n_passages = len(self.kb)
+        self.generation = 0
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return _search.search(self.kb, queries, k, self.settings)
@@ -67,6 +68,11 @@ class LocalClient:
 
     def check_k(self, k: int, flag: str = "--n_docs") -> None:
         self.kb.check_k(k, flag)
+
+    def switch(self, generation: int, kb: str) -> None:
+        """Open generation `generation` (`kb`, written and verified by its re-index) in place of the current one."""
+        self.kb = KnowledgeBase(kb, verify_checksums=False)
+        self.generation = generation
 
     def close(self) -> None:
         pass

@@ -101,11 +101,17 @@ class TorchDistributedClient:
                                 verify_checksums=self.rank == 0 and not spec.verified)
         self.dim = self.kb.dim
         self.n_passages = len(self.kb)
+        self.generation = 0
         log.info("pytorch retrieval: rank %d of %d%s", self.rank, self.world,
                  " serves the index" if self.rank == 0 else "")
 
     def passages(self, ids: np.ndarray) -> Passages:
         return self.kb.passages(ids)
+
+    def switch(self, generation: int, kb: str) -> None:
+        """Open generation `generation` (`kb`): rank 0 with its index, the others its passages (vectors, texts)."""
+        self.kb = KnowledgeBase(kb, load_index=self.rank == 0, verify_checksums=False)
+        self.generation = generation
 
     def check_k(self, k: int, flag: str = "--n_docs") -> None:
         self.kb.check_k(k, flag)

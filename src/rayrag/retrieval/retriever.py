@@ -40,7 +40,8 @@ class RayragRetriever(RagRetriever):
     call_seconds holds the wall time of every retrieval call made through this retriever, and
     call_ids_sha1 a fingerprint of the ids it returned (the first 16 hex digits of the sha1 of the
     (B, k) int64 ids, C order): two runs retrieved the same passages at every call if the lists are
-    equal. `rayrag train --profile` writes both to retrieval_profile.json. Prediction reads the whole answers
+    equal; call_generations the index generation each call retrieved from (`RetrievalClient.switch`).
+    `rayrag train --profile` writes them to retrieval_profile.json. Prediction reads the whole answers
     (scores, ids, titles, texts) of the calls its generation made through `capture`.
     """
 
@@ -49,6 +50,7 @@ class RayragRetriever(RagRetriever):
         self.client = client
         self.call_seconds: list[float] = []
         self.call_ids_sha1: list[str] = []
+        self.call_generations: list[int] = []
         self._captured: list[Retrieved] | None = None
         super().__init__(config, question_encoder_tokenizer, generator_tokenizer,
                          index=ClientIndex(client), init_retrieval=False)
@@ -85,6 +87,7 @@ class RayragRetriever(RagRetriever):
         r = self.client.retrieve(np.asarray(question_hidden_states, dtype=np.float32), n_docs)
         self.call_seconds.append(time.perf_counter() - t0)
         self.call_ids_sha1.append(ids_digest(r.ids))
+        self.call_generations.append(int(self.client.generation))
         if self._captured is not None:
             self._captured.append(r)
         docs = [{"title": r.titles[i], "text": r.texts[i]} for i in range(len(r.titles))]

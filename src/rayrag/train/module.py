@@ -32,7 +32,8 @@ class RagFineTuner(L.LightningModule):
     (`retrieval_spec`, JSON; the other ranks receive it from rank 0)."""
 
     def __init__(self, opts: TrainOptions, loaded: LoadedModel, val_examples: list[QAExample],
-                 retrieval_spec: str | None = None, train_examples: list[QAExample] | None = None, collate=None):
+                 retrieval_spec: str | None = None, train_examples: list[QAExample] | None = None, collate=None,
+                 context_encoder=None):
         super().__init__()
         self.train_examples = train_examples or []
         self.collate = collate
@@ -52,9 +53,17 @@ class RagFineTuner(L.LightningModule):
             self.model.config.label_smoothing = opts.label_smoothing
             if opts.max_combined_length:  # read by the retriever attached in `setup`, saved with the model
                 self.model.config.max_combined_length = opts.max_combined_length
+        if context_encoder is not None:  # end to end: the step re-encodes the retrieved passages with it
+            self.model.set_context_encoder_for_training(context_encoder.train())
         self._apply_dropout()
         if opts.freeze_embeddings:
             self._freeze_embeddings()
+
+    @property
+    def context_encoder(self):
+        """The `encoders.context.ContextEncoder` that trains with the model (--train_context_encoder), else None.
+        It is part of the model (`model.rag.ctx_encoder`), so checkpoints hold its weights."""
+        return getattr(self.model.rag, "ctx_encoder", None) if self.is_rag else None
 
     # ----- set-up ---------------------------------------------------------------------------
     def _apply_dropout(self) -> None:
@@ -87,6 +96,8 @@ class RagFineTuner(L.LightningModule):
             self.client = load_spec(spec).connect()
             attach_retriever(self.model, self.loaded.question_tokenizer, self.loaded.generator_tokenizer,
                              self.client, where=str(self.opts.model_name_or_path))
+            if self.context_encoder is not None:  # the retrieved passages, tokenised as the index embedded them
+                self.model.retriever.set_ctx_encoder_tokenizer(self.context_encoder.passage_tokenizer())
             self.client.check_k(self.n_docs)
             if self.eval_n_docs != self.n_docs:
                 self.client.check_k(self.eval_n_docs, "--eval_n_docs")
@@ -227,16 +238,19 @@ class RagFineTuner(L.LightningModule):
     def configure_optimizers(self):
         from transformers import get_scheduler
 
-        # (weight decay, learning rate) -> parameters; the question encoder may have a rate of its own
+        # (weight decay, learning rate) -> parameters; the question and context encoders may have rates of their own
         lr = self.opts.learning_rate
         q_lr = lr if self.opts.question_encoder_lr is None else self.opts.question_encoder_lr
-        question = {id(p) for p in self.model.question_encoder.parameters()} if self.is_rag else set()
+        c_lr = lr if self.opts.context_encoder_lr is None else self.opts.context_encoder_lr
+        rates = {id(p): q_lr for p in self.model.question_encoder.parameters()} if self.is_rag else {}
+        if self.context_encoder is not None:
+            rates.update({id(p): c_lr for p in self.context_encoder.parameters()})
         groups: dict[tuple[float, float], list] = {}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
             wd = 0.0 if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else self.opts.weight_decay
-            groups.setdefault((wd, q_lr if id(p) in question else lr), []).append(p)
+            groups.setdefault((wd, rates.get(id(p), lr)), []).append(p)
         groups = [{"params": ps, "weight_decay": wd, "lr": g_lr} for (wd, g_lr), ps in groups.items()]
         optimizer = torch.optim.AdamW(groups, lr=self.opts.learning_rate, eps=self.opts.adam_epsilon)
         total = self._stepping_batches()

@@ -141,6 +141,35 @@ class TrainOptions:
     """Where retrieval is served from."""
     cluster: ClusterArgs = field(default_factory=ClusterArgs)
     """The Ray cluster of --retrieval.backend ray and --launcher ray."""
+    train_context_encoder: bool = False
+    """Train the passage side too (end to end; the reference's --end2end): each step re-encodes the retrieved passages
+    with a context encoder that learns with the question encoder and generator, and every --reindex_every steps a
+    snapshot of it re-embeds the knowledge base in the background (on the Ray cluster with --cluster.address) while
+    training goes on; every rank and retrieval actor switches to the new index at one step boundary. Writes
+    OUTPUT_DIR/kb (the knowledge base re-embedded by the best model's context encoder, which best_model/ records
+    and carries in best_model/context_encoder/)."""
+    context_encoder_name: str | None = None
+    """--train_context_encoder: the context encoder to start from (hub name, local directory or `minilm`; default:
+    the one the model carries, else the knowledge base's own). One whose weights differ from those the knowledge
+    base was embedded with re-embeds it before the first step."""
+    context_encoder_lr: float | None = None
+    """--train_context_encoder: peak learning rate of the context encoder (default: --learning_rate)."""
+    reindex_every: int = 500
+    """--train_context_encoder: start a re-index every N optimizer steps (the reference's --indexing_freq). The one
+    started at step s is used from step s + N; if it is not done by then, training waits for it (logged with the
+    refresh's time: raise N)."""
+    reindex_workers: int = 1
+    """--train_context_encoder with --cluster.address: Ray workers that embed the knowledge base (`index --ray`'s
+    engine); without a cluster, one background process does."""
+    reindex_threads: int = 1
+    """--train_context_encoder: CPU threads of each re-index worker (at low priority, so training keeps its cores)."""
+    index_gpus: int | None = None
+    """Reference flag (rag-end2end-retriever): accepted and not used; rayrag re-indexes in the background (on Ray
+    workers with --cluster.address and --cluster.use_gpu), not on GPUs it looks for."""
+    gpu_order: str | None = None
+    """Reference flag: accepted and not used (see --index_gpus)."""
+    shard_dir: str | None = None
+    """Reference flag: accepted and not used; each index generation is written to OUTPUT_DIR/index/."""
     profile: bool = False
     """Time every retrieval call on every rank: retrieval_profile.json in --output_dir."""
     resume: bool = False
@@ -163,6 +192,7 @@ class TrainOptions:
         self.retrieval.validate()
         self.cluster.validate()
         _check_launcher(self)
+        _check_context(self)
         if self.resume and not (Path(self.output_dir) / "checkpoints" / "last.ckpt").is_file():
             raise RayragError(
                 f"--resume: no {Path(self.output_dir) / 'checkpoints' / 'last.ckpt'} to resume from; "
@@ -224,6 +254,33 @@ def _check_ranges(o: TrainOptions) -> None:
     for flag, value in {"--dropout": o.dropout, "--attention_dropout": o.attention_dropout}.items():
         if value is not None and not 0.0 <= value <= 1.0:
             raise RayragError(f"{flag} {value}: must be in [0, 1]")
+
+
+def _check_context(o: TrainOptions) -> None:
+    """The end-to-end flags: ranges, and refusal of those that need --train_context_encoder without it."""
+    for flag, value in {"--reindex_every": o.reindex_every, "--reindex_workers": o.reindex_workers,
+                        "--reindex_threads": o.reindex_threads}.items():
+        if value < 1:
+            raise RayragError(f"{flag} {value}: must be at least 1")
+    if o.context_encoder_lr is not None and o.context_encoder_lr < 0:
+        raise RayragError(f"--context_encoder_lr {o.context_encoder_lr}: must be 0 (frozen) or more")
+    if not o.train_context_encoder:
+        given = [flag for flag, set_ in (("--context_encoder_name", o.context_encoder_name is not None),
+                                         ("--context_encoder_lr", o.context_encoder_lr is not None)) if set_]
+        if given:
+            raise RayragError(f"{given[0]} applies to --train_context_encoder; add it or drop the flag")
+
+
+def reference_index_notes(o: TrainOptions) -> list[str]:
+    """One line for each of rag-end2end-retriever's GPU-scheduling flags given: what rayrag does instead."""
+    notes = []
+    if o.index_gpus is not None or o.gpu_order is not None:
+        notes.append("--index_gpus/--gpu_order: not used; rayrag re-indexes in a background process, or on Ray "
+                     "workers with --cluster.address (--reindex_workers, --cluster.use_gpu), while training goes on")
+    if o.shard_dir is not None:
+        notes.append("--shard_dir: not used; each index generation is written to OUTPUT_DIR/index/ and the final "
+                     "one to OUTPUT_DIR/kb")
+    return notes
 
 
 def _check_gpus(o: TrainOptions) -> None:

@@ -15,6 +15,7 @@ their driver opened.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -36,13 +37,13 @@ from rayrag.distributed import is_first_process
 from rayrag.errors import RayragError
 from rayrag.evaluate.predict import predict, score, write_predictions
 from rayrag.kb.layout import KbLocation
-from rayrag.model.checkpoint import KB_FIX, ModelInfo, check_pooling, load_model, read_info, record_kb, save_model, \
-    with_type
+from rayrag.model.checkpoint import CONTEXT_DIR, KB_FIX, ModelInfo, check_pooling, load_model, read_info, record_kb, \
+    save_model, with_type
 from rayrag.retrieval.options import RetrievalOptions
 from rayrag.retrieval.service import serving
 from rayrag.train.batches import Collator
 from rayrag.train.module import RagFineTuner
-from rayrag.train.options import TrainOptions
+from rayrag.train.options import TrainOptions, reference_index_notes
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,15 @@ every random generator with --seed."""
     kb = opts.kb.location() or info.location
     if info.is_rag and kb is None:
         raise RayragError(f"{opts.model_name_or_path}: no knowledge base recorded; {KB_FIX}")
+    job = Job(opts, info, kb if info.is_rag else None)
+    if opts.train_context_encoder:
+        from rayrag.reindex.setup import check
+
+        check(job)
+    for note in reference_index_notes(opts):
+        log.info("%s", note)
     L.seed_everything(opts.seed, workers=True, verbose=False)
-    return Job(opts, info, kb if info.is_rag else None)
+    return job
 
 
 def retrieval_request(job: Job) -> RetrievalOptions | None:
@@ -154,6 +162,10 @@ def build_trainer(job: Job, *, callbacks: Sequence[L.Callback] = (), checkpoints
     if checkpoints and opts.save_every_n_steps > 0:  # last.ckpt every N steps, for --resume after a crash
         found.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                                      every_n_train_steps=opts.save_every_n_steps, enable_version_counter=False))
+    if opts.train_context_encoder:  # the index follows the context encoder, in generations
+        from rayrag.reindex.setup import reindexer
+
+        found.append(reindexer(job))
     found += list(callbacks)
     if opts.early_stopping_patience >= 0:
         found.append(EarlyStopping(monitor="val_em", mode="max", patience=max(1, opts.early_stopping_patience)))
@@ -198,8 +210,13 @@ def fit(job: Job, trainer: L.Trainer, spec: str | None, ckpt_path: Path | None =
     ckpt = ckpt_path or (out / "checkpoints" / "last.ckpt" if opts.resume else None)
     earlier_log = _read_log(out) if ckpt is not None else []  # Lightning's CSVLogger starts a new file
     t0 = time.perf_counter()
+    context_encoder = None
+    if opts.train_context_encoder:
+        from rayrag.reindex.setup import load_context_encoder
+
+        context_encoder = load_context_encoder(job)
     module = RagFineTuner(opts, loaded, val_ex, retrieval_spec=spec, train_examples=train_ex,
-                          collate=_collator(opts, loaded))
+                          collate=_collator(opts, loaded), context_encoder=context_encoder)
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     if opts.save_every_n_steps > 0 and any(isinstance(cb, ModelCheckpoint) for cb in trainer.checkpoint_callbacks):
         trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state too, not only every N steps
@@ -213,7 +230,10 @@ def fit(job: Job, trainer: L.Trainer, spec: str | None, ckpt_path: Path | None =
 
 def export(job: Job, fitted: Fitted) -> dict:
     """Rank 0, after `fit`: load the best validation checkpoint into the module and write it as `job.best_dir`, a
-    Hugging Face directory that records its knowledge base; returns the training metrics with best_val_em."""
+    Hugging Face directory that records its knowledge base; returns the training metrics with best_val_em.
+    With --train_context_encoder the knowledge base is first re-embedded by the best context encoder into
+    OUTPUT_DIR/kb, which the model records, carries the encoder in best_model/context_encoder/, and `job.kb`
+    becomes (so --do_predict answers from it)."""
     metrics = dict(fitted.metrics)
     callback = fitted.trainer.checkpoint_callback
     best = callback.best_model_path if callback is not None else ""
@@ -221,8 +241,15 @@ def export(job: Job, fitted: Fitted) -> dict:
     if best and Path(best).is_file():
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
         metrics["best_val_em"] = float(callback.best_model_score or 0.0)
-    info = record_kb(module.model, job.info, job.kb) if job.kb is not None else job.info
-    save_model(job.best_dir, module.model, module.loaded.question_tokenizer, module.loaded.generator_tokenizer, info)
+    info, context_encoder = job.info, module.context_encoder
+    if context_encoder is not None:
+        from rayrag.reindex.setup import final_knowledge_base
+
+        job.kb = final_knowledge_base(job, context_encoder)
+        info = dataclasses.replace(info, context_encoder=CONTEXT_DIR)
+    info = record_kb(module.model, info, job.kb) if job.kb is not None else info
+    save_model(job.best_dir, module.model, module.loaded.question_tokenizer, module.loaded.generator_tokenizer, info,
+               context_encoder=context_encoder)
     log.info("best model written to %s", job.best_dir)
     return metrics
 
@@ -295,7 +322,8 @@ def _collator(opts: TrainOptions, loaded) -> Collator:
 def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
     """Gather every rank's retrieval calls and write retrieval_profile.json on rank 0: per rank the call
     count and times (`seconds`, every call in order), `retries` (calls re-sent to another actor) and
-    `ids_sha1` (one fingerprint of the retrieved ids per call; see `RayragRetriever`); and `critical`, the
+    `ids_sha1` (one fingerprint of the retrieved ids per call; see `RayragRetriever`), `generations` (the index
+    generation of each call); `reindex`, every re-index of --train_context_encoder; and `critical`, the
     calls' critical path: for each call index, the longest call of any rank (DDP ranks retrieve in lockstep,
     and a step waits for its slowest rank)."""
     import numpy as np
@@ -303,7 +331,8 @@ def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
     retriever = module.model.retriever if module.is_rag else None
     mine = {"times": list(retriever.call_seconds) if retriever else [],
             "ids_sha1": list(retriever.call_ids_sha1) if retriever else [],
-            "retries": int(retriever.client.retries) if retriever else 0}
+            "retries": int(retriever.client.retries) if retriever else 0,
+            "generations": list(retriever.call_generations) if retriever else []}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         gathered: list = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, mine)
@@ -312,11 +341,15 @@ def _write_profile(trainer: L.Trainer, module: RagFineTuner, out: Path) -> None:
     if not trainer.is_global_zero:
         return
     per_rank = {str(rank): {**_time_stats(got["times"]), "seconds": got["times"], "retries": got["retries"],
-                            "ids_sha1": got["ids_sha1"]} for rank, got in enumerate(gathered)}
+                            "ids_sha1": got["ids_sha1"], "generations": got["generations"]}
+                for rank, got in enumerate(gathered)}
     calls = min(len(got["times"]) for got in gathered)
     critical = np.max([got["times"][:calls] for got in gathered], axis=0) if calls else np.zeros(0)
     profile = {"backend": module.opts.retrieval.backend, "critical": _time_stats(critical),
                "ranks": per_rank}
+    history = out / "index" / "history.json"
+    if module.opts.train_context_encoder and history.is_file():  # each re-index: steps, seconds, wait, outcome
+        profile["reindex"] = json.loads(history.read_text(encoding="utf-8"))
     atomic_write_text(out / "retrieval_profile.json", json.dumps(profile, indent=2) + "\n")
     for rank, s in per_rank.items():
         if s["count"]:

@@ -30,6 +30,10 @@ class InlineSpace:
     """Peak learning rate, e.g. loguniform:1e-5,3e-4."""
     question_encoder_lr: str | None = None
     """The question encoder's peak learning rate, e.g. choice:0,1e-5."""
+    context_encoder_lr: str | None = None
+    """With --train.train_context_encoder: the context encoder's peak learning rate, e.g. loguniform:1e-6,1e-4."""
+    reindex_every: str | None = None
+    """With --train.train_context_encoder: steps between re-indexes, e.g. choice:100,200."""
     n_docs: str | None = None
     """Passages retrieved per question, e.g. choice:2,3."""
     dropout: str | None = None

@@ -33,7 +33,8 @@ RANGES = ("loguniform", "uniform", "randint")
 FIXED = frozenset({
     "data_dir", "output_dir", "model_name_or_path", "kb", "index_name", "do_train", "do_predict", "n_val", "n_test",
     "resume", "retrieval", "cluster", "launcher", "max_failures", "profile", "progress", "gpus", "accelerator",
-    "devices", "num_nodes", "num_workers", "val_check_interval", "log_every_n_steps", "save_every_n_steps"})
+    "devices", "num_nodes", "num_workers", "val_check_interval", "log_every_n_steps", "save_every_n_steps",
+    "context_encoder_name", "reindex_workers", "reindex_threads", "index_gpus", "gpu_order", "shard_dir"})
 """Train options a search keeps fixed: where things are (the knowledge base among them), how the job runs (the
 retrieval service and the Ray cluster among them), and what makes trials comparable (the validation set and when
 it is scored)."""

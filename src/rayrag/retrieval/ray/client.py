@@ -73,6 +73,8 @@ class RayClient:
         self.retries = 0
         self.closed = False
         self.reader = None
+        self.at: list | None = None
+        """[index generation, its knowledge base] that every call names (`switch`); None: the pool's own."""
         self.connection = connect(spec.address, log_to_driver=False)
         try:
             self.pool = RayPool.attach(spec.name, spec.size, namespace=spec.namespace, config=self.config,
@@ -170,18 +172,27 @@ class RayClient:
             "/tmp/ray/session_latest/logs) and memory on the retrieval nodes")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._call("search", np.ascontiguousarray(queries, dtype=np.float32), k)
+        return self._call("search", np.ascontiguousarray(queries, dtype=np.float32), k, self.at)
 
     def retrieve(self, queries: np.ndarray, k: int) -> Retrieved:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.reader is None:
-            return self._call("retrieve", queries, k)
-        scores, ids, vectors = self._call("nearest", queries, k)
-        titles, texts = self.reader.texts(ids)
+            return self._call("retrieve", queries, k, self.at)
+        scores, ids, vectors = self._call("nearest", queries, k, self.at)
+        titles, texts = self.reader.texts(ids)  # a re-embedding keeps the passages' titles and texts
         return Retrieved(scores, ids, vectors, titles, texts)
 
     def passages(self, ids: np.ndarray) -> Passages:
-        return self._call("passages", np.ascontiguousarray(ids, dtype=np.int64), 0)
+        return self._call("passages", np.ascontiguousarray(ids, dtype=np.int64), 0, self.at)
+
+    @property
+    def generation(self) -> int:
+        return self.at[0] if self.at else 0
+
+    def switch(self, generation: int, kb: str) -> None:
+        """Name generation `generation` (`kb`) in every call from now on: each actor opens it on the first call
+        that names it (`RetrievalActor`), so every rank that switched at a step is answered from it."""
+        self.at = [int(generation), str(kb)]
 
     def check_k(self, k: int, flag: str = "--n_docs") -> None:
         check_k(k, self.n_passages, self.spec.kb, flag)
