@@ -25,11 +25,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-IN_PROCESS = ("eval", "ask", "index", "init-model")
+IN_PROCESS = ("eval", "ask", "index", "init-model", "train")
 """Verbs `rayrag()` runs through the CLI's own entry point in the test process (`cli.main.main(argv)`) when they
-start nothing of their own (no Ray, no other processes): each saves the 8-12 s of importing torch, Lightning and
-transformers that a new process pays on the 2-core machine. Training verbs always run in a process of their own
-(Lightning's DDP starts its other ranks by re-running the command line)."""
+start nothing of their own (`_starts_processes`): each saves the 8-12 s of importing torch, Lightning and
+transformers that a new process pays on the 2-core machine."""
+
+
+def _starts_processes(argv: list[str]) -> bool:
+    """Whether `rayrag ARGV` may start processes or Ray: those run in a process of their own (Lightning's DDP starts
+    its other ranks by re-running the command line, which here would be pytest's). A `--config` file could say so
+    too, so it counts."""
+    if {"ray", "pytorch", "--ray", "--launcher", "--config", "--train_context_encoder"} & set(argv):
+        return True
+    if any(a.startswith(("--ray", "--cluster.", "--retrieval.", "--launcher=", "--devices=", "--gpus=")) for a in argv):
+        return True
+    counts = ("--devices", "--gpus", "--num_nodes", "--num_workers")
+    return any(a in counts and (i + 1 >= len(argv) or argv[i + 1] not in ("0", "1")) for i, a in enumerate(argv))
 
 
 def _in_process(argv: list[str]) -> subprocess.CompletedProcess:
@@ -70,8 +81,7 @@ def rayrag(*args: str, cwd: Path | None = None, check: bool = True, timeout: flo
     """Run the real `rayrag` command line, in a subprocess (or, for the verbs in `IN_PROCESS` that start nothing
     of their own, through its entry point in this process); returns the completed process."""
     argv = [str(a) for a in args]
-    if (cwd is None and env is None and argv and argv[0] in IN_PROCESS
-            and not {"ray", "--ray"} & set(argv) and not any(a.startswith("--ray") for a in argv)):
+    if cwd is None and env is None and argv and argv[0] in IN_PROCESS and not _starts_processes(argv):
         proc = _in_process(argv)
     else:
         proc = subprocess.run([sys.executable, "-m", "rayrag", *argv], cwd=cwd, capture_output=True,

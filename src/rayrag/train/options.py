@@ -115,7 +115,8 @@ class TrainOptions:
     freeze_embeddings: bool = False
     """Keep the word embeddings of the question encoder and generator fixed (faster on CPU)."""
     fp16: bool = False
-    """Mixed precision: 16-bit on GPU, bfloat16 on CPU."""
+    """Mixed precision: 16-bit on GPU, bfloat16 on a CPU that multiplies bfloat16 natively (AVX512-BF16, AMX); on
+    other CPUs, where bfloat16 is emulated and many times slower, float32 with a warning."""
     gpus: int | None = None
     """Reference flag: number of GPUs (same as --accelerator gpu --devices N)."""
     accelerator: Accelerator = "auto"
