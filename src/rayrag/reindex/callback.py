@@ -44,6 +44,8 @@ from rayrag.reindex.worker import done_file
 log = logging.getLogger(__name__)
 
 INDEX_DIR = "index"
+WAIT_TICK_S = 10.0
+"""While the ranks wait for a re-index at its step, the first process tells them "wait" this often."""
 
 
 def generation_dir(out: Path, number: int) -> Path:
@@ -220,15 +222,19 @@ class Reindexer(L.Callback):
     def _switch(self, trainer, pl_module, step: int) -> None:
         """Every rank, at `step`: wait for the pending re-index (the first process), then all switch to its
         generation, or all stay where they are if it failed."""
-        outcome, waited = None, 0.0
-        if trainer.is_global_zero:
-            t0 = time.perf_counter()
-            outcome = self._poll()
-            while outcome is None:
-                time.sleep(0.05)
+        t0 = time.perf_counter()
+        while True:  # every 10 s a broadcast of "wait": a long wait never reaches the process group's timeout
+            outcome = None
+            if trainer.is_global_zero:
+                tick = time.perf_counter() + WAIT_TICK_S
                 outcome = self._poll()
-            waited = time.perf_counter() - t0
-        outcome = trainer.strategy.broadcast(outcome, src=0)
+                while outcome is None and time.perf_counter() < tick:
+                    time.sleep(0.05)
+                    outcome = self._poll()
+            outcome = trainer.strategy.broadcast(outcome or "wait", src=0)
+            if outcome != "wait":
+                break
+        waited = time.perf_counter() - t0
         job, self.pending = self.pending, None
         record = next((h for h in reversed(self.history) if h["number"] == job["number"]), None)
         if outcome == "done":
