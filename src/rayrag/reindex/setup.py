@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 from rayrag.errors import RayragError
@@ -88,15 +89,20 @@ def reindexer(job) -> Reindexer:
 
 def final_knowledge_base(job, encoder) -> KbLocation:
     """Re-embed the knowledge base with `encoder` (the best model's context encoder) into OUTPUT_DIR/kb, an ordinary
-    rayrag knowledge base that holds the encoder; in this process with every core, or on the Ray cluster."""
+    rayrag knowledge base that holds the encoder; on the Ray cluster of --cluster.address, else in this process with
+    every core."""
     import dataclasses
 
     from rayrag.distributed import cores
 
     out = Path(job.opts.output_dir)
     snapshot = encoder.copy_for_snapshot().save(out / INDEX_DIR / "final.encoder")
+    # on the cluster when one was given, unless this process is itself a Ray worker (a `--launcher ray` rank),
+    # which then embeds with its own cores: training is over
+    inside_ray = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    address = None if inside_ray else job.opts.cluster.address
     final = dataclasses.replace(template(job), number=-1, step=-1, encoder=str(snapshot), out=str(out / FINAL_KB),
-                                threads=job.opts.reindex_threads if job.opts.cluster.address else cores())
+                                ray_address=address, threads=job.opts.reindex_threads if address else cores())
     log.info("re-embedding the knowledge base with the best model's context encoder into %s", final.out)
     run(final, progress=job.opts.progress)
     shutil.rmtree(snapshot, ignore_errors=True)  # the knowledge base holds a copy (encoder/)
