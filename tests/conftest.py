@@ -45,7 +45,8 @@ def _starts_processes(argv: list[str]) -> bool:
 
 def _in_process(argv: list[str]) -> subprocess.CompletedProcess:
     """`rayrag ARGV` through `rayrag.cli.main.main`, with stdout and stderr captured and the logging set-up of a
-    fresh process (the root logger's handlers are removed before and restored after), as a completed process."""
+    fresh process (the root logger's handlers are removed before and restored after, as is torch's thread count), as
+    a completed process."""
     import io
     import logging
     import traceback
@@ -53,9 +54,12 @@ def _in_process(argv: list[str]) -> subprocess.CompletedProcess:
 
     from rayrag.cli.main import main
 
+    import torch
+
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level
+    threads = torch.get_num_threads()
     for handler in saved:
         root.removeHandler(handler)
     try:
@@ -73,6 +77,7 @@ def _in_process(argv: list[str]) -> subprocess.CompletedProcess:
         for handler in saved:
             root.addHandler(handler)
         root.setLevel(level)
+        torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["rayrag", *argv], code, out.getvalue(), err.getvalue())
 
 

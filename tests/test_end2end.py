@@ -207,7 +207,7 @@ def test_a_full_disk_while_writing_a_generation_leaves_the_current_one_intact(ti
 # ----- runs ---------------------------------------------------------------------------------------------------------
 E2E = ["--train_batch_size", "4", "--max_steps", "6", "--learning_rate", "1e-3", "--context_encoder_lr", "1e-3",
        "--train_context_encoder", "--reindex_every", "2", "--save_every_n_steps", "3", "--n_val", "8",
-       "--no-progress"]
+       "--dropout", "0.1", "--log_every_n_steps", "1", "--no-progress"]
 
 
 def _args(corpus_dir, model, out, *more):
@@ -273,15 +273,19 @@ def test_the_final_knowledge_base_equals_a_fresh_index_with_the_trained_context_
 
 @pytest.mark.slow
 def test_resume_in_the_middle_of_a_refresh_is_exact(two_process_runs):
+    """--devices 2, crashed after step 3 while the re-index of step 2 ran, resumed: each rank restores its own RNG
+    state (dropout draws from it, and ranks draw different amounts), the loader resumes mid-epoch, the pending
+    re-index starts again from its snapshot, so every loss and weight is the uninterrupted run's, bit for bit. (This
+    is also the suite's test of a multi-process resume without end-to-end training: the same code, and more.)"""
     clean, resumed = two_process_runs / "clean", two_process_runs / "crash"
     assert _steps(resumed, 0) == _steps(clean, 0) == _steps(resumed, 1)
     a = torch.load(clean / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert a["global_step"] == b["global_step"] == 6
     assert any("ctx_encoder" in name for name in a["state_dict"])
-    for name, tensor in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-    assert train_rows(resumed) == pytest.approx(train_rows(clean), rel=1e-5)
+    assert all(torch.equal(b["state_dict"][name], tensor) for name, tensor in a["state_dict"].items())
+    rows = train_rows(clean)
+    assert [step for step, _ in rows] == list(range(6)) and train_rows(resumed) == rows  # each step once, equal
 
 
 @pytest.mark.slow

@@ -93,9 +93,13 @@ def run(job: ReindexJob, progress: bool = False) -> dict:
     seconds["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if job.ray_address is None:
+        threads = torch.get_num_threads()
         torch.set_num_threads(job.threads)
-        vectors = encoders.embed_passages(model, tokenizer, titles, texts, batch_size=job.batch_size,
-                                          max_length=job.max_length, progress=progress, pooling=job.pooling)
+        try:
+            vectors = encoders.embed_passages(model, tokenizer, titles, texts, batch_size=job.batch_size,
+                                              max_length=job.max_length, progress=progress, pooling=job.pooling)
+        finally:
+            torch.set_num_threads(threads)  # the caller's (training's, when it is the final knowledge base)
     else:
         from rayrag.kb import ray_embed
 
