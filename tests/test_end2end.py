@@ -323,3 +323,33 @@ def test_a_killed_reindex_worker_is_retried_then_skipped_and_training_goes_on(co
     rayrag(*args)
     assert _steps(out, 1) == {8: 3, 9: 3}  # the pending re-index (weights of step 8) is used from step 8 + 2
     assert json.loads((out / "metrics.json").read_text())["train_steps"] == 10
+
+
+@pytest.mark.slow
+def test_init_model_writes_a_model_that_carries_the_knowledge_bases_context_encoder(tiny_kb, tmp_path):
+    """`init-model --context_encoder kb`: the model carries the knowledge base's encoder with its pooling recorded,
+    and `train --train_context_encoder` starts from it."""
+    from rayrag.encoders import pooling
+    from rayrag.kb.layout import KbLocation
+    from rayrag.model.checkpoint import read_info
+    from rayrag.reindex.setup import context_encoder_name
+
+    out = tmp_path / "model"
+    rayrag("init-model", "--kb", tiny_kb, "--out", out, "--generator", "tiny-bart", "--n_docs", "2",
+           "--context_encoder", "kb", "--quiet")
+    info = read_info(out)
+    assert info.context_encoder == "context_encoder" and pooling.detect(out / "context_encoder") == "cls"
+    ours = load_context_encoder_weights(out / "context_encoder")
+    theirs = load_context_encoder_weights(tiny_kb / "encoder")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    opts = _train(tmp_path, "--train_context_encoder", "--model_name_or_path", str(out))
+    assert context_encoder_name(opts, info, KbLocation(str(tiny_kb))) == str(out / "context_encoder")
+    refused = rayrag("init-model", "--kb", tiny_kb, "--out", tmp_path / "cb", "--model_type", "bart", "--generator",
+                     "tiny-bart", "--context_encoder", "kb", check=False)
+    assert refused.returncode == 2 and "--context_encoder: a closed-book bart model" in refused.stderr
+
+
+def load_context_encoder_weights(path: Path) -> dict:
+    from rayrag.encoders import load_context_encoder
+
+    return load_context_encoder(str(path))[0].state_dict()
