@@ -30,9 +30,9 @@ def main() -> int:
     from rayrag.encoders.load import load_trainable_context_encoder
     from rayrag.kb.store import KnowledgeBase
     from rayrag.reindex.job import ReindexJob
-    from rayrag.reindex.setup import kb_encoder
     from rayrag.reindex.worker import done_file
     from rayrag.kb.layout import KbLocation
+    from rayrag.model.assemble import recorded_encoder
     from rayrag.retrieval.local import LocalSpec
 
     kb = KnowledgeBase(args.kb, load_index=False)
@@ -40,7 +40,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.kb.parent) as scratch:
         scratch = Path(scratch)
-        encoder = load_trainable_context_encoder(kb_encoder(KbLocation(str(args.kb))), m.pooling)
+        encoder = load_trainable_context_encoder(recorded_encoder(KbLocation(str(args.kb))), m.pooling)
         t0 = time.perf_counter()
         snapshot = encoder.copy_for_snapshot().save(scratch / "snapshot")
         snapshot_s = time.perf_counter() - t0

@@ -30,6 +30,13 @@ def kb_encoder(kb: Path, manifest: Manifest) -> str:
     return str((Path(kb) / enc).resolve()) if enc.startswith("./") else enc
 
 
+def recorded_encoder(kb: KbLocation, manifest: Manifest | None = None) -> str | None:
+    """The encoder the knowledge base `kb` (whose manifest, if already read, is `manifest`) records, as `kb_encoder`
+    names it; None where it records none (a Hugging Face RAG knowledge base)."""
+    manifest = manifest or describe_kb(kb)
+    return kb_encoder(Path(kb.kb), manifest) if manifest.encoder else None
+
+
 def describe_kb(kb: KbLocation) -> Manifest:
     """What init-model needs to know of a knowledge base (encoder, vector size, passage count), without its index:
     the manifest of a rayrag directory, or what a Hugging Face RAG knowledge base's passages say (no encoder)."""
@@ -164,9 +171,8 @@ def init_model(opts: InitOptions) -> Path:
         from rayrag.encoders.load import load_trainable_context_encoder
         from rayrag.model.checkpoint import CONTEXT_DIR
 
-        c_name = (kb_encoder(Path(kb.kb), manifest) if opts.context_encoder == "kb" and not kb.is_reference
-                  else opts.context_encoder)
-        if c_name == "kb":
+        c_name = recorded_encoder(kb, manifest) if opts.context_encoder == "kb" else opts.context_encoder
+        if c_name is None:
             raise RayragError(f"--context_encoder kb: {kb} records no encoder (a Hugging Face RAG knowledge base); "
                               "name the context encoder its vectors came from")
         context_encoder = load_trainable_context_encoder(c_name, pooling, flag="--context_encoder")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rayrag.errors import RayragError
 from rayrag.kb.layout import KbLocation
+from rayrag.model.assemble import recorded_encoder
 from rayrag.reindex.callback import INDEX_DIR, Reindexer
 from rayrag.reindex.job import ReindexJob, run, source_passages
 
@@ -19,23 +20,13 @@ FINAL_KB = "kb"
 """The knowledge base a run writes in OUTPUT_DIR, embedded by the best model's context encoder."""
 
 
-def kb_encoder(kb: KbLocation) -> str | None:
-    """The encoder a knowledge base records (a path for `./x` inside it); None for a Hugging Face RAG one."""
-    if kb.is_reference:
-        return None
-    from rayrag.kb.manifest import Manifest
-    from rayrag.model.assemble import kb_encoder as recorded
-
-    return recorded(Path(kb.kb), Manifest.read(Path(kb.kb)))
-
-
 def context_encoder_name(opts, info, kb: KbLocation) -> str:
     """--context_encoder_name, else the model's own context encoder, else the knowledge base's encoder."""
     if opts.context_encoder_name:
         return opts.context_encoder_name
     if info.context_encoder:
         return str(Path(opts.model_name_or_path) / info.context_encoder)
-    name = kb_encoder(kb)
+    name = recorded_encoder(kb)
     if not name:
         raise RayragError(f"--train_context_encoder: the knowledge base {kb} records no encoder (a Hugging Face RAG "
                           "knowledge base); name the context encoder its vectors came from with --context_encoder_name, "
@@ -84,7 +75,7 @@ def template(job) -> ReindexJob:
 
 def reindexer(job) -> Reindexer:
     """The callback of `job` (a run with --train_context_encoder)."""
-    return Reindexer(Path(job.opts.output_dir), job.opts.reindex_every, template(job), kb_encoder=kb_encoder(job.kb))
+    return Reindexer(Path(job.opts.output_dir), job.opts.reindex_every, template(job), kb_encoder=recorded_encoder(job.kb))
 
 
 def final_knowledge_base(job, encoder) -> KbLocation:
