@@ -9,6 +9,7 @@ of La Grande Jatte"); test questions are about articles no training question is 
     python scripts/realtext.py prepare --out runs/realtext   # documents, QA splits, knowledge base, both models
     python scripts/realtext.py train --out runs/realtext --model rag --minutes 30
     python scripts/realtext.py train --out runs/realtext --model closed_book --minutes 30
+    python scripts/realtext.py train --out runs/realtext --model end2end --minutes 30  # passage encoder trained too
     python scripts/realtext.py report --out runs/realtext    # the table, report.json, EM against minutes
 
 `prepare` writes OUT/documents.jsonl and OUT/data/ (train/val/test .source/.target/.titles, the formats `rayrag
@@ -39,7 +40,10 @@ from rayrag.errors import RayragError
 log = logging.getLogger("realtext")
 
 KS = (1, 3, 5, 10)
-MODELS = {"rag": "rag-init", "closed_book": "closed-book-init"}
+MODELS = {"rag": "rag-init", "closed_book": "closed-book-init", "end2end": "rag-init"}
+"""Each model `train` can fine-tune -> the initial model it starts from. `end2end` is the RAG model trained with its
+passage encoder (`rayrag train --train_context_encoder`, re-indexing every --reindex_every steps)."""
+RETRIEVERS = ("rag", "end2end")
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "realtext.yaml"
 """The `rayrag train` settings of the measured runs: the one place they are written (`--recipe`)."""
 FROM_RECIPE = {"seed": "seed", "minutes": "max_time_minutes", "n_docs": "n_docs",
@@ -132,9 +136,12 @@ def train_settings(model: str, out: Path, minutes: float, args):
     opts = dataclasses.replace(base, data_dir=out / "data", output_dir=run_dir(out, model, args),
                                model_name_or_path=out / MODELS[model], progress=args.progress,
                                **{**flags, "max_time_minutes": minutes})
-    if model != "rag":
+    if model not in RETRIEVERS:
         defaults = {f.name: f.default for f in dataclasses.fields(opts) if f.name in RAG_ONLY}
         opts = dataclasses.replace(opts, **defaults)
+    if model == "end2end":
+        opts = dataclasses.replace(opts, train_context_encoder=True, context_encoder_lr=args.context_encoder_lr,
+                                   reindex_every=args.reindex_every, reindex_threads=args.reindex_threads)
     return opts
 
 
@@ -160,28 +167,67 @@ def train_and_score(out: Path, model: str, minutes: float, args) -> dict:
     result = {"model": model, "train_steps": metrics["train_steps"], "train_seconds": metrics["train_seconds"],
               "train_and_validation_seconds": seconds, "test_seconds": time.perf_counter() - t1,
               "best_val_em": metrics.get("best_val_em"), **{f"test_{k}": v for k, v in score(preds, examples).items()},
-              "em_curve": em_curve(run / "logs" / "metrics.csv", metrics),
+              "em_curve": em_curve(run / "logs" / "metrics.csv", metrics, run / "index" / "steps-rank0.csv"),
               "settings": {k: getattr(args, k) for k in ("train_batch_size", "learning_rate", "question_encoder_lr",
                                                          "val_every", "n_val_check", "bf16", "max_combined_length",
                                                          "test_beams", "answer_n_docs")},
               "recipe": str(args.recipe)}
-    if model == "rag":
+    if model == "end2end":
+        result["settings"].update({k: getattr(args, k) for k in ("context_encoder_lr", "reindex_every",
+                                                                 "reindex_threads")})
+        result["reindex"] = refresh_throughput(run / "index", opts.val_check_interval)
+    if model in RETRIEVERS:  # end2end: through the knowledge base its best context encoder re-embedded (run/kb)
         result["recall_after"] = retrieval_recall(best, out / "data", "test")
     (run / "realtext.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 
-def em_curve(metrics_csv: Path, metrics: dict) -> list[dict]:
-    """Validation EM at each validation, with its step and the training minutes at that step (the run's mean
-    seconds per step times the step: the CSV log records steps, not times)."""
+def refresh_throughput(index_dir: Path, val_every: float) -> dict:
+    """Steps per minute while a re-index was running and while none was, from rank 0's step log (the clock time
+    each step's batch started) and the re-index history: each interval between consecutive steps counts for the
+    state at its start; intervals with a validation in them (before every `val_every`-th step) are left out. The
+    seconds a step waited for a late re-index fall in "running"."""
+    steps = {}
+    for line in (index_dir / "steps-rank0.csv").read_text(encoding="utf-8").split():
+        step, generation, clock = line.split(",")
+        steps[int(step)] = (int(generation), float(clock))  # a step a resumed run redid: its last row
+    history = json.loads((index_dir / "history.json").read_text(encoding="utf-8"))
+    end = max(t for _, t in steps.values())
+    windows = [(h["started_time"], h.get("finished_time") or h.get("switched_time") or end) for h in history]
+    spent = {"running": [0, 0.0], "idle": [0, 0.0]}
+    for s in sorted(steps):
+        if s + 1 not in steps or (s + 1) % int(val_every) == 0:
+            continue
+        start, stop = steps[s][1], steps[s + 1][1]
+        state = "running" if any(a <= start < b for a, b in windows) else "idle"
+        spent[state][0] += 1
+        spent[state][1] += stop - start
+    rate = {k: (n / t * 60 if t else None) for k, (n, t) in spent.items()}
+    return {"steps_per_minute_while_reindexing": rate["running"], "steps_per_minute_otherwise": rate["idle"],
+            "ratio": rate["running"] / rate["idle"] if rate["running"] and rate["idle"] else None,
+            "intervals": {k: {"steps": n, "seconds": t} for k, (n, t) in spent.items()},
+            "generations_switched": sum(h.get("outcome") == "done" for h in history), "history": history}
+
+
+def em_curve(metrics_csv: Path, metrics: dict, steps_log: Path | None = None) -> list[dict]:
+    """Validation EM at each validation, with its step and the training minutes at that step: from the clock times
+    of the step log when the run wrote one (end2end: OUTPUT_DIR/index/steps-rank0.csv, minutes since the first
+    step), else the run's mean seconds per step times the step (the CSV log records steps, not times)."""
     per_step = metrics["train_seconds"] / max(metrics["train_steps"], 1)
+    clock = {}
+    if steps_log is not None and steps_log.is_file():
+        for line in steps_log.read_text(encoding="utf-8").split():
+            step, _, t = line.split(",")
+            clock[int(step)] = float(t)
     curve = []
     if metrics_csv.is_file():
         with open(metrics_csv, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 if row.get("val_em"):
                     step = int(row["step"]) + 1
-                    curve.append({"step": step, "minutes": round(step * per_step / 60, 2), "val_em": float(row["val_em"])})
+                    minutes = ((clock[step] - clock[0]) / 60 if step in clock and 0 in clock
+                               else step * per_step / 60)
+                    curve.append({"step": step, "minutes": round(minutes, 2), "val_em": float(row["val_em"])})
     return curve
 
 
@@ -252,21 +298,24 @@ def report(out: Path) -> dict:
     runs = {m: json.loads((out / m / "realtext.json").read_text(encoding="utf-8"))
             for m in MODELS if (out / m / "realtext.json").is_file()}
     rag, cb = runs.get("rag"), runs.get("closed_book")
-    lines = [f"| model ({prep['questions']['test']} test questions about unseen articles) | steps | minutes | EM | F1 "
-             f"| recall@{prep['n_docs']} | recall@5 |", "|---|---|---|---|---|---|---|"]
     k = prep["n_docs"]
-    lines.append(f"| RAG before fine-tuning | 0 | 0 | | | {prep['recall_before'][f'recall_at_{k}']:.3f} "
-                 f"| {prep['recall_before']['recall_at_5']:.3f} |")
-    if cb:
-        lines.append(f"| closed-book generator | {cb['train_steps']} | {cb['train_seconds'] / 60:.1f} | "
-                     f"{cb['test_em']:.3f} | {cb['test_f1']:.3f} | | |")
-    if rag:
-        lines.append(f"| RAG fine-tuned | {rag['train_steps']} | {rag['train_seconds'] / 60:.1f} | {rag['test_em']:.3f} "
-                     f"| {rag['test_f1']:.3f} | {rag['recall_after'][f'recall_at_{k}']:.3f} "
-                     f"| {rag['recall_after']['recall_at_5']:.3f} |")
-    if rag and rag["em_curve"]:
-        lines += ["", "validation EM against training minutes (RAG): " + ", ".join(
-            f"{p['minutes']:.1f} min {p['val_em']:.3f}" for p in rag["em_curve"])]
+    lines = [f"| model ({prep['questions']['test']} test questions about unseen articles) | steps | minutes | EM | F1 "
+             f"| recall@1 | recall@{k} | recall@5 | recall@10 |", "|---|---|---|---|---|---|---|---|---|"]
+    before = prep["recall_before"]
+    lines.append(f"| RAG before fine-tuning | 0 | 0 | | | {before['recall_at_1']:.3f} | {before[f'recall_at_{k}']:.3f} "
+                 f"| {before['recall_at_5']:.3f} | {before['recall_at_10']:.3f} |")
+    names = {"closed_book": "closed-book generator", "rag": "RAG fine-tuned (question encoder)",
+             "end2end": "RAG fine-tuned end to end (passage encoder too)"}
+    for model, run in runs.items():
+        after = run.get("recall_after")
+        recall = (f"{after['recall_at_1']:.3f} | {after[f'recall_at_{k}']:.3f} | {after['recall_at_5']:.3f} | "
+                  f"{after['recall_at_10']:.3f}" if after else " | | | ")
+        lines.append(f"| {names[model]} | {run['train_steps']} | {run['train_seconds'] / 60:.1f} | {run['test_em']:.3f} "
+                     f"| {run['test_f1']:.3f} | {recall} |")
+    for model, run in runs.items():
+        if model in RETRIEVERS and run["em_curve"]:
+            lines += ["", f"validation EM against training minutes ({names[model]}): " + ", ".join(
+                f"{p['minutes']:.1f} min {p['val_em']:.3f}" for p in run["em_curve"])]
     summary = {"prepare": prep, **runs}
     if rag and cb:
         summary["em_ratio_rag_to_closed_book"] = rag["test_em"] / cb["test_em"] if cb["test_em"] else None
@@ -286,9 +335,10 @@ def plot_curves(runs: dict, prep: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (model, run), color in zip(runs.items(), ("tab:green", "tab:gray")):
-        curve = run.get("em_curve") or []
-        label = "RAG" if model == "rag" else "closed-book"
+    colors = {"rag": "tab:green", "closed_book": "tab:gray", "end2end": "tab:purple"}
+    labels = {"rag": "RAG", "closed_book": "closed-book", "end2end": "RAG end to end"}
+    for model, run in runs.items():
+        curve, color, label = run.get("em_curve") or [], colors[model], labels[model]
         ax.plot([0] + [p["minutes"] for p in curve], [0] + [p["val_em"] for p in curve], "o-", color=color,
                 label=f"{label}: validation EM ({run['train_steps']} steps)")
         ax.axhline(run["test_em"], color=color, linestyle="--", label=f"{label}: test EM {run['test_em']:.3f}")
@@ -351,6 +401,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test_beams", type=int, default=4,
                    help="train: beams when the best model answers the test questions (validation is greedy): a\n"
                         "15-minute model scored EM 0.267 with 4 beams, 0.244 greedy, in 361 s against 83 s")
+    p.add_argument("--context_encoder_lr", type=float, default=1e-5,
+                   help="end2end: the passage encoder's learning rate (the question encoder's, by default)")
+    p.add_argument("--reindex_every", type=int, default=200,
+                   help="end2end: re-index the 12,324 passages every N steps. One refresh took 422 s on an idle\n"
+                        "2-core machine, and takes longer beside training; training waits for it if it is not done N\n"
+                        "steps later. 200 steps (about 12 minutes on a 2-core AVX2 CPU) leaves it room to finish")
+    p.add_argument("--reindex_threads", type=int, default=2,
+                   help="end2end: threads of the re-index worker (it runs at nice 10 beside training)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--steps", type=int, default=5, help="profile: steps timed")
     p.add_argument("--warm", type=int, default=2, help="profile: warm-up steps before timing")

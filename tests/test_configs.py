@@ -94,6 +94,35 @@ def test_the_realtext_script_trains_with_configs_realtext_yaml(tmp_path):
         {key: recipe[key] for key in script.FROM_RECIPE.values()}  # prepare's --n_docs, --seed... too
 
 
+def test_the_realtext_end2end_run_is_the_rag_run_with_the_passage_encoder_trained(tmp_path):
+    script = _script()
+    args = script.parse_args(["train", "--out", str(tmp_path), "--model", "end2end", "--reindex_every", "40"])
+    opts = script.train_settings("end2end", tmp_path, args.minutes, args)
+    assert (opts.train_context_encoder, opts.reindex_every, opts.context_encoder_lr) == (True, 40, 1e-5)
+    assert opts.output_dir == tmp_path / "end2end" and opts.model_name_or_path == tmp_path / "rag-init"
+    rag = script.train_settings("rag", tmp_path, args.minutes, args)
+    assert dataclasses.replace(opts, train_context_encoder=False, context_encoder_lr=None, reindex_every=500,
+                               reindex_threads=1, output_dir=rag.output_dir) == rag
+
+
+def test_realtext_throughput_splits_steps_by_whether_a_reindex_was_running(tmp_path):
+    """Steps 0-9 one second apart, a re-index running from t=2.5 to t=6.5 whose step 6 waited 3 s: intervals that
+    start while it runs are "running" (6 s for 3 steps with the wait), validations (before step 5, val_every 5) left
+    out."""
+    index = tmp_path / "index"
+    index.mkdir()
+    times = [0, 1, 2, 3, 4, 5, 6, 10, 11, 12]
+    (index / "steps-rank0.csv").write_text("".join(f"{s},{int(t >= 10)},{1.8e9 + t}\n" for s, t in enumerate(times)))
+    history = [{"number": 1, "started_step": 2, "started_time": 1.8e9 + 2.5, "finished_time": 1.8e9 + 6.5,
+                "outcome": "done", "switched_step": 7}]
+    (index / "history.json").write_text(__import__("json").dumps(history))
+    got = _script().refresh_throughput(index, val_every=5)
+    # running: 3->4, 5->6 (1 s each), 6->7 (4 s); idle: 0->1, 1->2, 2->3, 7->8, 8->9; 4->5 holds a validation
+    assert got["intervals"] == {"running": {"steps": 3, "seconds": 6.0}, "idle": {"steps": 5, "seconds": 5.0}}
+    assert got["steps_per_minute_while_reindexing"] == pytest.approx(30.0)
+    assert got["ratio"] == pytest.approx(0.5) and got["generations_switched"] == 1
+
+
 def test_a_script_flag_overrides_the_recipe(tmp_path):
     script = _script()
     args = script.parse_args(["train", "--out", str(tmp_path), "--train_batch_size", "4", "--no-bf16"])

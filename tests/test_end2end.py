@@ -216,9 +216,11 @@ def _args(corpus_dir, model, out, *more):
 
 
 def _steps(out: Path, rank: int) -> dict[int, int]:
-    """step -> index generation, as rank `rank` logged it (the last row of a step a resumed run redid)."""
-    rows = (out / "index" / f"steps-rank{rank}.csv").read_text().split()
-    return {int(a): int(b) for a, b in (r.split(",") for r in rows)}
+    """step -> index generation, as rank `rank` logged it (the last row of a step a resumed run redid); each row is
+    step,generation,unix_time, the times never decreasing within a run."""
+    rows = [r.split(",") for r in (out / "index" / f"steps-rank{rank}.csv").read_text().split()]
+    assert all(len(r) == 3 and float(r[2]) > 1.7e9 for r in rows), rows[:3]
+    return {int(r[0]): int(r[1]) for r in rows}
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,11 @@ with the context encoder's weights (part of the model). A resumed run switches t
 restarts a pending re-index from its snapshot unless its generation was finished meanwhile. Generations no longer in
 use and not named by the latest checkpoint are deleted.
 
-Logs. Each rank appends `step,generation` for every step to OUTPUT_DIR/index/steps-rank{R}.csv; the generation is
-logged as `index_generation` with the training metrics; OUTPUT_DIR/index/history.json lists every re-index (steps,
-seconds per stage, seconds training waited, outcome), and `--profile` adds it to retrieval_profile.json.
+Logs. Each rank appends `step,generation,unix_time` for every step (the time its batch started) to
+OUTPUT_DIR/index/steps-rank{R}.csv; the generation is logged as `index_generation` with the training metrics;
+OUTPUT_DIR/index/history.json lists every re-index (steps, clock times it started, finished and was switched to,
+seconds per stage, seconds training waited, outcome), and `--profile` adds it to retrieval_profile.json. Together
+they give the steps per minute while a re-index runs and while none does.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ class Reindexer(L.Callback):
             self._start(trainer, pl_module, step)
         pl_module.log("index_generation", float(self.current[0]), on_step=True, on_epoch=False, batch_size=1,
                       rank_zero_only=True)
-        self._steps_file.write(f"{step},{self.current[0]}\n")
+        self._steps_file.write(f"{step},{self.current[0]},{time.time():.3f}\n")
         self._steps_file.flush()
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -176,7 +178,8 @@ class Reindexer(L.Callback):
             pl_module.context_encoder.copy_for_snapshot().save(encoder)
             self.attempts = 0
             self._launch()
-            self.history.append({"number": number, "started_step": step, "snapshot_s": time.perf_counter() - t0})
+            self.history.append({"number": number, "started_step": step, "started_time": time.time(),
+                                 "snapshot_s": time.perf_counter() - t0})
 
     def _job_file(self, job: dict) -> Path:
         return self.index_dir / f"gen-{int(job['number']):04d}.job.json"
@@ -243,8 +246,12 @@ class Reindexer(L.Callback):
         if trainer.is_global_zero:
             self.proc = None
             if record is not None:
-                seconds = json.loads(done_file(self._job_file(job)).read_text()) if outcome == "done" else {}
+                done = done_file(self._job_file(job))
+                seconds = json.loads(done.read_text()) if outcome == "done" else {}
+                if outcome == "done":  # when the worker wrote its record: the end of the re-index
+                    record["finished_time"] = done.stat().st_mtime
                 record.update(switched_step=step if outcome == "done" else None, outcome=outcome, waited_s=waited,
+                              switched_time=time.time() if outcome == "done" else None,
                               attempts=self.attempts, **{f"{k}_s": v for k, v in seconds.items()})
             if waited > 1.0:
                 log.warning("step %d waited %.1f s for index generation %d (a re-index took longer than %d steps); "
