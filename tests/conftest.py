@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-IN_PROCESS = ("eval", "ask", "index", "init-model", "train")
+IN_PROCESS = ("eval", "ask", "index", "init-model", "train", "demo")
 """Verbs `rayrag()` runs through the CLI's own entry point in the test process (`cli.main.main(argv)`) when they
 start nothing of their own (`_starts_processes`): each saves the 8-12 s of importing torch, Lightning and
 transformers that a new process pays on the 2-core machine."""
