@@ -405,8 +405,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="end2end: the passage encoder's learning rate (the question encoder's, by default)")
     p.add_argument("--reindex_every", type=int, default=200,
                    help="end2end: re-index the 12,324 passages every N steps. One refresh took 422 s on an idle\n"
-                        "2-core machine, and takes longer beside training; training waits for it if it is not done N\n"
-                        "steps later. 200 steps (about 12 minutes on a 2-core AVX2 CPU) leaves it room to finish")
+                        "2-core machine, and longer beside training: started at step 200 of the 30-minute run (200\n"
+                        "steps took 19 minutes on a 2-core AVX2 CPU), it was not done 11 minutes later, when the run\n"
+                        "ended; training waits for one not done N steps later")
     p.add_argument("--reindex_threads", type=int, default=2,
                    help="end2end: threads of the re-index worker (it runs at nice 10 beside training)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
