@@ -182,15 +182,19 @@ def train_and_score(out: Path, model: str, minutes: float, args) -> dict:
     return result
 
 
+def step_log(path: Path) -> dict[int, tuple[int, float]]:
+    """A re-index step log (OUTPUT_DIR/index/steps-rank{R}.csv, rows `step,generation,unix_time`): step ->
+    (generation, clock time its batch started); a step a resumed run redid keeps its last row."""
+    rows = (line.split(",") for line in path.read_text(encoding="utf-8").split())
+    return {int(step): (int(generation), float(clock)) for step, generation, clock in rows}
+
+
 def refresh_throughput(index_dir: Path, val_every: float) -> dict:
     """Steps per minute while a re-index was running and while none was, from rank 0's step log (the clock time
     each step's batch started) and the re-index history: each interval between consecutive steps counts for the
     state at its start; intervals with a validation in them (before every `val_every`-th step) are left out. The
     seconds a step waited for a late re-index fall in "running"."""
-    steps = {}
-    for line in (index_dir / "steps-rank0.csv").read_text(encoding="utf-8").split():
-        step, generation, clock = line.split(",")
-        steps[int(step)] = (int(generation), float(clock))  # a step a resumed run redid: its last row
+    steps = step_log(index_dir / "steps-rank0.csv")
     history = json.loads((index_dir / "history.json").read_text(encoding="utf-8"))
     end = max(t for _, t in steps.values())
     windows = [(h["started_time"], h.get("finished_time") or h.get("switched_time") or end) for h in history]
@@ -214,11 +218,8 @@ def em_curve(metrics_csv: Path, metrics: dict, steps_log: Path | None = None) ->
     of the step log when the run wrote one (end2end: OUTPUT_DIR/index/steps-rank0.csv, minutes since the first
     step), else the run's mean seconds per step times the step (the CSV log records steps, not times)."""
     per_step = metrics["train_seconds"] / max(metrics["train_steps"], 1)
-    clock = {}
-    if steps_log is not None and steps_log.is_file():
-        for line in steps_log.read_text(encoding="utf-8").split():
-            step, _, t = line.split(",")
-            clock[int(step)] = float(t)
+    clock = ({step: t for step, (_, t) in step_log(steps_log).items()}
+             if steps_log is not None and steps_log.is_file() else {})
     curve = []
     if metrics_csv.is_file():
         with open(metrics_csv, newline="", encoding="utf-8") as f:
