@@ -8,7 +8,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast setup clean bench
+.PHONY: demo test test-fast setup clean bench browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ setup: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/rayrag demo
 
+# The browser tests of `rayrag serve`'s page drive Debian's headless Chromium: installed here when missing (as root
+# or with sudo; elsewhere those tests are skipped with a line that says so).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  || echo "make: could not install chromium and chromium-driver; the browser test will be skipped"; }
+
 # Everything: fast unit tests and the end-to-end tests marked `slow` (the README's command, and CI).
-test: $(BIN)/.installed
+test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest -q
 
 # The fast tier alone: in-process unit tests, no training, no Ray, no subprocess runs of the CLI.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +29,5 @@ def test_demo_small(tmp_path):
                  "eval/test_rag_generations.txt", "demo_report.png"):
         assert (out / path).is_file(), path
     assert "RAG fine-tuned" in proc.stdout and "closed-book generator" in proc.stdout
+    served = re.search(r"rayrag serve --model (\S+)", proc.stdout)  # the line that serves the fine-tuned model
+    assert served and (Path(served.group(1)) / "config.json").is_file(), proc.stdout

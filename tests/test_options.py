@@ -30,6 +30,7 @@ REQUIRED = {  # the least each verb parses with
     "train": [*TRAIN, "--do_train"],
     "eval": ["--model", "m", "--data_dir", "d"],
     "ask": ["--model", "m", "where was x born?"],
+    "serve": ["--model", "m"],
     "bench retrieval": [],
     "tune": [*TRAIN, "--search.learning_rate", "loguniform:1e-5,1e-3"],
 }

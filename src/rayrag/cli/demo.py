@@ -30,4 +30,5 @@ def run(opts: DemoOptions, quiet: bool) -> int:
     report = run_demo(opts, progress=not quiet)
     print(format_report(report))
     print(f"report written to {opts.out / 'demo_report.json'}")
+    print(f"ask the fine-tuned model in a browser: rayrag serve --model {opts.out / 'rag' / 'best_model'}")
     return 0

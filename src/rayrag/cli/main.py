@@ -23,6 +23,7 @@ VERBS = {
     "eval": "rayrag.cli.eval",
     "ask": "rayrag.cli.ask",
     "tune": "rayrag.cli.tune",
+    "serve": "rayrag.cli.serve",
     "bench retrieval": "rayrag.cli.bench",
 }
 TRAINING_VERBS = ("demo", "train", "tune")

@@ -95,8 +95,11 @@ class ClientSpec(Protocol):
     index_path: str | None
     """The Hugging Face RAG layout's FAISS file; None for a rayrag directory (kb/layout.py)."""
 
-    def connect(self) -> RetrievalClient:
-        """This process's client. For `pytorch` a collective: call it on every rank at the same point."""
+    def connect(self, rank: int | None = None) -> RetrievalClient:
+        """This process's client. `rank`: the process's index among the job's clients, where the job has no
+        process group to tell it (each Serve replica's), for backends that spread their clients by it (`ray` pins
+        one actor per rank); default the process group's rank. For `pytorch` a collective: call it on every rank
+        at the same point (its rank is always the group's)."""
         ...
 
     def to_json(self) -> str:

@@ -32,8 +32,9 @@ class LocalSpec:
     do not hash the whole index W times)."""
     backend: str = "local"
 
-    def connect(self) -> LocalClient:
-        """A client over this knowledge base: `LocalSpec(kb).connect()` is the way to search one in-process."""
+    def connect(self, rank: int | None = None) -> LocalClient:
+        """A client over this knowledge base: `LocalSpec(kb).connect()` is the way to search one in-process (every
+        client maps the same files, so `rank` changes nothing)."""
         return LocalClient(self)
 
     def to_json(self) -> str:

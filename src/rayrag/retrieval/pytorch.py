@@ -49,8 +49,9 @@ class TorchSpec:
     """The service that made this spec verified the files' checksums; rank 0 then checks sizes only."""
     backend: str = "pytorch"
 
-    def connect(self) -> TorchDistributedClient:
-        """This rank's client: a collective (it makes a gloo group) on every rank at the same point."""
+    def connect(self, rank: int | None = None) -> TorchDistributedClient:
+        """This rank's client: a collective (it makes a gloo group) on every rank at the same point; the rank is the
+        group's, whatever `rank` says."""
         return TorchDistributedClient(self)
 
     def to_json(self) -> str:
