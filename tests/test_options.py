@@ -32,6 +32,7 @@ REQUIRED = {  # the least each verb parses with
     "ask": ["--model", "m", "where was x born?"],
     "serve": ["--model", "m"],
     "bench retrieval": [],
+    "bench serve": [],
     "tune": [*TRAIN, "--search.learning_rate", "loguniform:1e-5,1e-3"],
 }
 

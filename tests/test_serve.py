@@ -311,6 +311,25 @@ def test_killed_replica_gives_a_retryable_503_and_is_replaced(tiny_rag, tmp_path
         s.stop()
 
 
+def test_bench_serve_measures_this_server(server, tiny_rag, tmp_path):
+    """`rayrag bench serve`'s parts on the running server: the closed-loop load, the floor, the table and the plot."""
+    from rayrag.serving.load import floor, load, plot, table
+
+    result = load(server.url, QUESTIONS, 24, 4)
+    assert result["qps"] > 0 and result["p50_s"] <= result["p99_s"] <= result["max_s"]
+    assert 1 <= result["mean_batch"] <= 4
+    base = floor(tiny_rag, QUESTIONS, 4, 8)
+    assert base["batch"] == 4 and base["single_qps"] > 0 and base["batch_qps"] > 0
+    row = {"label": "2 replicas, batching", **{k: result[k] for k in ("qps", "p50_s", "p99_s", "mean_batch")},
+           "qps_min": result["qps"], "qps_max": result["qps"], "p99_s_min": result["p99_s"],
+           "p99_s_max": result["p99_s"]}
+    done = {"options": {"requests": 24, "clients": 4, "rounds": 1}, "floor": base, "rows": [row],
+            "machine": {"cpus": os.cpu_count()}}
+    assert "| 2 replicas, batching |" in table(done) and "Floor, no server" in table(done)
+    plot(done, tmp_path / "results.png")
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+
+
 def test_ctrl_c_stops_the_server_and_everything_it_started(server):
     assert server.replica_pids("Generator") and server.replica_pids("Frontend") and server.actor_pids()
     os.killpg(server.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground process group

@@ -25,10 +25,12 @@ VERBS = {
     "tune": "rayrag.cli.tune",
     "serve": "rayrag.cli.serve",
     "bench retrieval": "rayrag.cli.bench",
+    "bench serve": "rayrag.cli.bench_serve",
 }
 TRAINING_VERBS = ("demo", "train", "tune")
 """Verbs that run Lightning (their logging is routed by `_route_lightning_logs`)."""
-GROUPS = {"bench": "benchmarks: `bench retrieval` times local, pytorch and ray retrieval side by side"}
+GROUPS = {"bench": "benchmarks: `bench retrieval` times local, pytorch and ray retrieval side by side; `bench serve` "
+                   "load-tests `rayrag serve`"}
 """Verbs of two words: the help line of their first word."""
 
 
