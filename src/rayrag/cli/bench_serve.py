@@ -3,12 +3,13 @@ batching.
 
 Each setting starts the real server on a free loopback port, warms it up, asks it --requests questions from
 --clients concurrent clients (each asks its next question when its last is answered), and stops it. Settings run in
-a shuffled order in each of --rounds rounds; the table gives the median round. The floor is the model answering in
+a shuffled order in each of --rounds rounds; the table gives the median over rounds. The floor is the model answering in
 this process with no server. Writes results.json, results.md and results.png to --out.
 
 Example (after `rayrag demo`, whose model and questions are the defaults):
   rayrag bench serve
   rayrag bench serve --model runs/x/best_model --questions data/val.source --replicas [1,2,4] --clients 16
+  rayrag bench serve --batch_wait_timeout_s [0.02,0.05,0.1]   # one batching setting per wait
 """
 
 from __future__ import annotations

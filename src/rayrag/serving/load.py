@@ -51,12 +51,12 @@ class BenchServeOptions:
     """With batching (--max_batch_size --batch_size) and without (batches of one question)."""
     batch_size: int = 8
     """--max_batch_size of the batching settings."""
-    batch_wait_timeout_s: float = 0.02
-    """--batch_wait_timeout_s of the batching settings."""
+    batch_wait_timeout_s: list[float] = field(default_factory=lambda: [0.05])
+    """--batch_wait_timeout_s of the batching settings: one setting each (default: the server's default)."""
     warmup: int = 16
     """Questions asked before the timed ones (not counted)."""
     rounds: int = 2
-    """Times each setting runs, in a shuffled order each round; the table gives the median round."""
+    """Times each setting runs, in a shuffled order each round; the table gives the median over rounds."""
     seed: int = 0
     """Seed of the order of the settings."""
     out: Path = Path("runs/bench-serve")
@@ -73,6 +73,9 @@ class BenchServeOptions:
             raise RayragError(f"--replicas {self.replicas}: give one or more counts of at least 1, e.g. [1,2]")
         if not self.batching:
             raise RayragError("--batching: give true, false or both, e.g. [true,false]")
+        if not self.batch_wait_timeout_s or min(self.batch_wait_timeout_s) < 0:
+            raise RayragError(f"--batch_wait_timeout_s {self.batch_wait_timeout_s}: give one or more waits of 0 or "
+                              "more, e.g. [0.02,0.05]")
         if not Path(self.model).is_dir():
             raise RayragError(f"--model {self.model}: no such model directory; run `rayrag demo` first, or point "
                               "--model at a trained model and --questions at its questions")
@@ -81,7 +84,8 @@ class BenchServeOptions:
 
     def resolved(self) -> BenchServeOptions:
         return dataclasses.replace(self, replicas=sorted(set(self.replicas)),
-                                   batching=sorted(set(self.batching), reverse=True))
+                                   batching=sorted(set(self.batching), reverse=True),
+                                   batch_wait_timeout_s=sorted(set(self.batch_wait_timeout_s)))
 
 
 def read_questions(path: Path) -> list[str]:
@@ -206,17 +210,24 @@ def floor(model: Path, questions: list[str], batch: int, n: int) -> dict:
 
 
 def settings(opts: BenchServeOptions) -> list[dict]:
-    return [{"replicas": r, "batching": b} for r in opts.replicas for b in opts.batching]
+    """Every (replicas, batching, wait) setting: one per wait with batching, one without."""
+    return [{"replicas": r, "batching": b, "wait_s": w if b else None} for r in opts.replicas for b in opts.batching
+            for w in (opts.batch_wait_timeout_s if b else [None])]
 
 
 def server_args(opts: BenchServeOptions, s: dict) -> list[str]:
-    batch = ["--max_batch_size", str(opts.batch_size), "--batch_wait_timeout_s", str(opts.batch_wait_timeout_s)] \
+    batch = ["--max_batch_size", str(opts.batch_size), "--batch_wait_timeout_s", str(s["wait_s"])] \
         if s["batching"] else ["--max_batch_size", "1"]
     return ["--model", str(opts.model), "--replicas", str(s["replicas"]), *batch, "--quiet"]
 
 
+def key(s: dict) -> tuple:
+    return s["replicas"], s["batching"], s["wait_s"]
+
+
 def label(s: dict) -> str:
-    return f"{s['replicas']} replica{'s' if s['replicas'] > 1 else ''}, {'batching' if s['batching'] else 'no batching'}"
+    how = f"batching, wait {s['wait_s'] * 1000:g} ms" if s["batching"] else "no batching"
+    return f"{s['replicas']} replica{'s' if s['replicas'] > 1 else ''}, {how}"
 
 
 def run_bench(opts: BenchServeOptions, command: str, progress: bool = True) -> dict:
@@ -252,11 +263,10 @@ def run_bench(opts: BenchServeOptions, command: str, progress: bool = True) -> d
                       f"p99 {result['p99_s'] * 1000:.0f} ms, mean batch {result['mean_batch']:.1f}", flush=True)
     rows = []
     for s in settings(opts):
-        mine = sorted((r for r in runs if (r["replicas"], r["batching"]) == (s["replicas"], s["batching"])),
-                      key=lambda r: r["qps"])
-        mid = mine[(len(mine) - 1) // 2]
-        rows.append({**s, "label": label(s), **{k: mid[k] for k in ("qps", "p50_s", "p99_s", "mean_batch")},
-                     "qps_min": mine[0]["qps"], "qps_max": mine[-1]["qps"],
+        mine = [r for r in runs if key(r) == key(s)]
+        rows.append({**s, "label": label(s),
+                     **{k: statistics.median(r[k] for r in mine) for k in ("qps", "p50_s", "p99_s", "mean_batch")},
+                     "qps_min": min(r["qps"] for r in mine), "qps_max": max(r["qps"] for r in mine),
                      "p99_s_min": min(r["p99_s"] for r in mine), "p99_s_max": max(r["p99_s"] for r in mine)})
     result = {"command": command, "commit": _commit(), "machine": {"cpus": os.cpu_count(),
               "processor": platform.processor() or platform.machine()},
@@ -277,8 +287,8 @@ def _commit() -> str | None:
 
 def table(result: dict) -> str:
     opts, f = result["options"], result["floor"]
-    lines = [f"{opts['requests']} questions from {opts['clients']} concurrent clients per setting, median of "
-             f"{opts['rounds']} rounds (min-max)", "",
+    lines = [f"{opts['requests']} questions from {opts['clients']} concurrent clients per setting; each column the "
+             f"median over {opts['rounds']} rounds (min-max)", "",
              "| setting | questions/s | p50 latency | p99 latency | mean batch |", "|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['label']} | {r['qps']:.2f} ({r['qps_min']:.2f}-{r['qps_max']:.2f}) | "
@@ -297,7 +307,7 @@ def plot(result: dict, path: Path) -> None:
 
     rows, f = result["rows"], result["floor"]
     names = [r["label"].replace(", ", "\n") for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(11, 1.6 * len(rows)), 4.5))
     a.bar(names, [r["qps"] for r in rows], yerr=[[r["qps"] - r["qps_min"] for r in rows],
                                                  [r["qps_max"] - r["qps"] for r in rows]], capsize=3)
     a.axhline(f["batch_qps"], color="tab:red", ls="--", label=f"no server, batches of {f['batch']}")

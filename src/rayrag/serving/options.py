@@ -32,8 +32,11 @@ class ServeOptions:
     """Generator replicas: each holds a copy of the model and answers one batch at a time."""
     max_batch_size: int = 8
     """Most questions a replica answers in one retrieval call and one `generate` (1: no batching)."""
-    batch_wait_timeout_s: float = 0.02
-    """How long a replica waits, after the first question of a batch, for more to join it."""
+    batch_wait_timeout_s: float = 0.05
+    """How long a replica waits, after the first question of a batch, for more to join it (a batch that fills up
+    goes at once). Under load, clients' next questions come back spread out: at 8 clients on the demo's model on 2
+    cores, 0.02 s made batches of 2 (1.5 times the questions per second of no batching), 0.05 s of 5-6, 0.1 s of 8
+    (docs/BENCHMARKS.md); alone, a question waits this long more."""
     request_timeout_s: float = 60.0
     """Longest a request waits for its answer; past it (or when its replica dies) the client gets a 503 to retry."""
     max_length: int = 25
