@@ -23,7 +23,8 @@ import psutil
 import pytest
 import requests
 
-from _fixtures_backends import child_env, free_port
+from _fixtures_backends import child_env
+from rayrag.serving.load import free_port
 
 pytestmark = pytest.mark.slow
 

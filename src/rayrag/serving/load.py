@@ -95,17 +95,31 @@ def read_questions(path: Path) -> list[str]:
     return questions
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PORTS = range(20000, 32768)
+"""Where `free_port` looks: above Ray's worker ports (10002-19999 by default) and below Linux's ephemeral range
+(32768-60999), from which the processes Ray starts take ports of their own while Serve starts: a port the kernel
+handed out as free can be taken by one of them before Serve's proxy binds it (seen here)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, in `PORTS`, for a server started next."""
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    for _ in range(200):
+        port = rng.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RayragError(f"no free port found on {host} in {PORTS.start}-{PORTS.stop - 1}")
 
 
 class ServerProcess:
     """`rayrag serve` in a process (and session) of its own on a free loopback port; stopped with SIGTERM."""
 
     def __init__(self, args: list[str], log_path: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "w", encoding="utf-8")

@@ -90,6 +90,8 @@ def serve_until_stopped(opts: ServeOptions, *, stop: threading.Event | None = No
     if local and "ray" not in sys.modules:
         os.environ.setdefault(LOOPBACK_ENV, "0")  # as start_local does, before `import ray` reads it
     serve = import_serve()
+    from ray.exceptions import RayTaskError
+
     from rayrag.serving.app import application
 
     need = math.ceil(opts.replicas * opts.cpus_per_replica)
@@ -107,10 +109,16 @@ def serve_until_stopped(opts: ServeOptions, *, stop: threading.Event | None = No
 
             service = open_service(RetrievalOptions.of(where, opts.retrieval, ray_address=opts.cluster.address))
         started_serve = local
-        serve.start(proxy_location="HeadOnly",
-                    http_options={"host": opts.host, "port": opts.port,
-                                  "request_timeout_s": opts.request_timeout_s + 5},
-                    logging_config={"log_level": "WARNING", "enable_access_log": False})
+        try:
+            serve.start(proxy_location="HeadOnly",
+                        http_options={"host": opts.host, "port": opts.port,
+                                      "request_timeout_s": opts.request_timeout_s + 5},
+                        logging_config={"log_level": "WARNING", "enable_access_log": False})
+        except RayTaskError as e:
+            if "Failed to bind" not in str(e):
+                raise
+            raise RayragError(f"--port {opts.port}: another process took {opts.host}:{opts.port} while Serve started; "
+                              "choose another port") from None
         app = application(opts, service.spec.to_json() if service is not None else None)
         log.info("serve: starting %d replica(s) of %s", opts.replicas, opts.model)
         try:
