@@ -321,7 +321,8 @@ def test_bench_serve_measures_this_server(server, tiny_rag, tmp_path):
     assert 1 <= result["mean_batch"] <= 4
     base = floor(tiny_rag, QUESTIONS, 4, 8)
     assert base["batch"] == 4 and base["single_qps"] > 0 and base["batch_qps"] > 0
-    row = {"label": "2 replicas, batching, wait 200 ms", **{k: result[k] for k in ("qps", "p50_s", "p99_s", "mean_batch")},
+    row = {"label": "2 replicas, batching, wait 200 ms", "replicas": 2, "batching": True, "wait_s": 0.2,
+           **{k: result[k] for k in ("qps", "p50_s", "p99_s", "mean_batch")},
            "qps_min": result["qps"], "qps_max": result["qps"], "p99_s_min": result["p99_s"],
            "p99_s_max": result["p99_s"]}
     done = {"options": {"requests": 24, "clients": 4, "rounds": 1}, "floor": base, "rows": [row],

@@ -51,7 +51,7 @@ class BenchServeOptions:
     """With batching (--max_batch_size --batch_size) and without (batches of one question)."""
     batch_size: int = 8
     """--max_batch_size of the batching settings."""
-    batch_wait_timeout_s: list[float] = field(default_factory=lambda: [0.05])
+    batch_wait_timeout_s: list[float] = field(default_factory=lambda: [0.1])
     """--batch_wait_timeout_s of the batching settings: one setting each (default: the server's default)."""
     warmup: int = 16
     """Questions asked before the timed ones (not counted)."""
@@ -320,19 +320,22 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows, f = result["rows"], result["floor"]
-    names = [r["label"].replace(", ", "\n") for r in rows]
+    names = [f"{r['replicas']} repl.\n" + (f"wait {r['wait_s'] * 1000:g} ms" if r["batching"] else "no batching")
+             for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(max(11, 1.6 * len(rows)), 4.5))
     a.bar(names, [r["qps"] for r in rows], yerr=[[r["qps"] - r["qps_min"] for r in rows],
                                                  [r["qps_max"] - r["qps"] for r in rows]], capsize=3)
     a.axhline(f["batch_qps"], color="tab:red", ls="--", label=f"no server, batches of {f['batch']}")
     a.axhline(f["single_qps"], color="tab:gray", ls=":", label="no server, one at a time")
     a.set_ylabel("questions per second")
+    a.tick_params(axis="x", labelsize=8)
     a.legend(fontsize=8)
     b.bar(names, [r["p50_s"] * 1000 for r in rows], label="p50")
     b.bar(names, [(r["p99_s"] - r["p50_s"]) * 1000 for r in rows], bottom=[r["p50_s"] * 1000 for r in rows],
           label="p99", alpha=0.6)
     b.axhline(f["single_p50_s"] * 1000, color="tab:gray", ls=":", label="no server, one question")
     b.set_ylabel("latency (ms)")
+    b.tick_params(axis="x", labelsize=8)
     b.legend(fontsize=8)
     opts = result["options"]
     fig.suptitle(f"rayrag serve: {opts['requests']} questions, {opts['clients']} concurrent clients, "

@@ -32,11 +32,12 @@ class ServeOptions:
     """Generator replicas: each holds a copy of the model and answers one batch at a time."""
     max_batch_size: int = 8
     """Most questions a replica answers in one retrieval call and one `generate` (1: no batching)."""
-    batch_wait_timeout_s: float = 0.05
-    """How long a replica waits, after the first question of a batch, for more to join it (a batch that fills up
-    goes at once). Under load, clients' next questions come back spread out: at 8 clients on the demo's model on 2
-    cores, 0.02 s made batches of 2 (1.5 times the questions per second of no batching), 0.05 s of 5-6, 0.1 s of 8
-    (docs/BENCHMARKS.md); alone, a question waits this long more."""
+    batch_wait_timeout_s: float = 0.1
+    """How long a replica waits, after the first question of a batch, for more to join it; a batch that fills up
+    goes at once, so only a question that comes alone waits this long. Under load clients' next questions come back
+    spread out: with 8 clients on the demo's model on 2 cores and 1 replica, 0.02 s made batches of 2 (1.6 times the
+    questions per second of no batching), 0.05 s of 4 (2.3 times), 0.1 s of 8 (3.1 times, p99 714 ms against
+    2,193 ms) (docs/BENCHMARKS.md, "Serving")."""
     request_timeout_s: float = 60.0
     """Longest a request waits for its answer; past it (or when its replica dies) the client gets a 503 to retry."""
     max_length: int = 25
