@@ -226,7 +226,7 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_page_in_a_browser(server, tmp_path_factory):
+def test_page_in_a_browser(server, tmp_path_factory, capsys):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -268,7 +268,8 @@ def test_page_in_a_browser(server, tmp_path_factory):
     finally:
         browser.quit()
     assert shot.stat().st_size > 10_000
-    print(f"screenshot: {shot}")
+    with capsys.disabled():  # in the test output whatever the capture: a person looks at the page there
+        print(f"\nrayrag serve page screenshot: {shot}")
 
 
 def test_killed_replica_gives_a_retryable_503_and_is_replaced(tiny_rag, tmp_path):

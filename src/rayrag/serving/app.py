@@ -56,14 +56,13 @@ class Generator:
         from rayrag.kb.layout import KbLocation
         from rayrag.model.checkpoint import LoadedModel, attach_retriever, check_pooling, load_model, read_info, \
             with_type
+        from rayrag.retrieval.service import load_spec
 
         torch.set_num_threads(threads)
         self.max_length = max_length
         info = with_type(read_info(model), model_type, model)
         loaded = load_model(model, retrieval=False, info=info)
-        where = None
-        from rayrag.retrieval.service import load_spec
-
+        where = client_spec = None
         if spec is not None:  # a RAG model: a client of the service the server opened, as a training rank has
             client_spec = load_spec(spec)
             where = KbLocation(client_spec.kb, client_spec.index_path)
@@ -78,8 +77,7 @@ class Generator:
             self.loaded.model.to("cuda")
         self.ask_batch.set_max_batch_size(max_batch_size)
         self.ask_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self._info = self._describe(where, model)
-        self._info["retrieval"] = load_spec(spec).backend if spec is not None else None
+        self._info = {**self._describe(where, model), "retrieval": client_spec.backend if client_spec else None}
 
     def _describe(self, where, model: str) -> dict:
         from rayrag import __version__
