@@ -127,3 +127,45 @@ def port_closed(address: str) -> bool:
             return False
     except OSError:
         return True
+
+
+class CommandTree:
+    """`python ARGV...` in a session of its own (as a command started from a shell), its output in `log_path`; every
+    descendant it is seen to have is remembered (psutil objects, which check that a pid was not reused by another
+    process before they signal it), so `kill` stops them all, Ray's included, even after the command died."""
+
+    def __init__(self, argv: list, log_path: Path, env: dict | None = None):
+        import psutil
+
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, *map(str, argv)], stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env or child_env(), start_new_session=True)
+        self.seen: dict[int, psutil.Process] = {}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def descendants(self) -> list:
+        import psutil
+
+        with contextlib.suppress(psutil.NoSuchProcess):
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+            self.seen.update((p.pid, p) for p in kids)
+            return kids
+        return []
+
+    def kill(self) -> None:
+        """Kill the command and every process it started (idempotent): what a test starts, it stops."""
+        import psutil
+
+        self.descendants()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        for p in self.seen.values():
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGCONT)  # a stopped process must run to die of anything but SIGKILL
+                p.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+        self._log.close()

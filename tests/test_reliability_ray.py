@@ -27,7 +27,7 @@ import psutil
 import pytest
 import torch
 
-from _fixtures_backends import child_env, port_closed, ray_head
+from _fixtures_backends import CommandTree, child_env, port_closed, ray_head
 from conftest import train_rows
 
 pytestmark = pytest.mark.slow  # every test here trains through the CLI or runs a Ray cluster
@@ -45,24 +45,15 @@ def train_args(corpus_dir: Path, model: Path, out: Path, *extra: str) -> list[st
             "--no-progress", "--profile", "--distributed_retriever", "ray", *extra]
 
 
-class Run:
+class Run(CommandTree):
     """A `rayrag train` process; its output goes to files that the test reads while it runs. `hold`: its retrieval
     actors hold calls as the files in that directory say (tests/_holding_actor.py)."""
 
     def __init__(self, args: list, out: Path, env: dict | None = None, hold: Path | None = None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.out.parent / f"{self.out.name}.log"
-        self._log = open(self.log_path, "w")
         command = ["-m", "rayrag"] if hold is None else [str(Path(__file__).with_name("_holding_actor.py")), str(hold)]
-        self.proc = subprocess.Popen([sys.executable, *command, *map(str, args)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env or child_env(), start_new_session=True)
-        # every descendant process seen (Ray's, if the run started Ray); psutil objects, which check that a
-        # pid was not reused by another process before they signal it
-        self.seen: dict[int, psutil.Process] = {}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__([*command, *args], self.out.parent / f"{self.out.name}.log", env)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -95,13 +86,6 @@ class Run:
     def first_checkpoint(self, timeout: float = 240) -> float:
         return self.wait_for("first checkpoint", self.checkpoint_mtime, timeout)
 
-    def descendants(self) -> list[psutil.Process]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-            self.seen.update((p.pid, p) for p in kids)
-            return kids
-        return []
-
     def actor_pids(self) -> set[int]:
         """Pids of the retrieval actors among this run's descendants (a Ray instance the run started)."""
         pids = set()
@@ -118,17 +102,7 @@ class Run:
             raise AssertionError(f"rayrag train still running after {timeout:.0f} s\n{self.log()[-5000:]}") from None
 
     def stop(self) -> None:
-        """Kill the run and every process it started (idempotent): what a test starts, it stops."""
-        self.descendants()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for p in self.seen.values():
-            with contextlib.suppress(psutil.Error):
-                p.send_signal(signal.SIGCONT)  # a stopped process must run to die of anything but SIGKILL
-                p.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-        self._log.close()
+        self.kill()
 
 
 @pytest.fixture

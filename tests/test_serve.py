@@ -13,8 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from _fixtures_backends import child_env
+from _fixtures_backends import CommandTree
 from rayrag.serving.load import free_port
 
 pytestmark = pytest.mark.slow
@@ -34,24 +32,16 @@ QUESTIONS = ["in what year was Fundfus Naexpe born?", "what did Fundfus Naexpe c
              "what is the job of Fundfus Naexpe?", "who is Quiombrund Piospaerk?"]
 
 
-class Server:
+class Server(CommandTree):
     """`rayrag serve ARGS` in a new session (its own process group, as a command started from a shell), its output
-    in a file; `ready()` waits for /health."""
+    in a file; `ready()` waits for /health. `hold`: its replicas hold batches as the files in that directory say."""
 
     def __init__(self, args: list, log: Path, hold: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "w")
-        self.log_path = log
         command = ["-m", "rayrag"] if hold is None else [str(Path(__file__).with_name("_holding_generator.py")),
                                                          str(hold)]
-        self.proc = subprocess.Popen([sys.executable, *command, "serve", *map(str, args), "--port", str(self.port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=child_env(),
-                                     start_new_session=True)
-        self.seen: dict[int, psutil.Process] = {}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__([*command, "serve", *args, "--port", self.port], log)
 
     def ready(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
@@ -64,13 +54,6 @@ class Server:
                     return
             time.sleep(1)
         raise AssertionError(f"rayrag serve not healthy after {timeout:.0f} s\n{self.log()[-5000:]}")
-
-    def descendants(self) -> list[psutil.Process]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-            self.seen.update((p.pid, p) for p in kids)
-            return kids
-        return []
 
     def replica_pids(self, deployment: str) -> list[int]:
         pids = []
@@ -102,16 +85,7 @@ class Server:
         return alive
 
     def stop(self) -> None:
-        """Kill the server and what it started (idempotent)."""
-        self.descendants()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for p in self.seen.values():
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-        self._log.close()
+        self.kill()
 
 
 @pytest.fixture(scope="module")
