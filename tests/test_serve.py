@@ -301,7 +301,7 @@ def test_bench_serve_measures_this_server(server, tiny_rag, tmp_path):
            "qps_min": result["qps"], "qps_max": result["qps"], "p99_s_min": result["p99_s"],
            "p99_s_max": result["p99_s"]}
     done = {"options": {"requests": 24, "clients": 4, "rounds": 1}, "floor": base, "rows": [row],
-            "machine": {"cpus": os.cpu_count()}}
+            "machine": {"logical_cores": os.cpu_count()}}
     assert "| 2 replicas, batching, wait 200 ms |" in table(done) and "Floor, no server" in table(done)
     plot(done, tmp_path / "results.png")
     assert (tmp_path / "results.png").stat().st_size > 10_000

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import random
 import signal
 import socket
@@ -282,8 +281,9 @@ def run_bench(opts: BenchServeOptions, command: str, progress: bool = True) -> d
                      **{k: statistics.median(r[k] for r in mine) for k in ("qps", "p50_s", "p99_s", "mean_batch")},
                      "qps_min": min(r["qps"] for r in mine), "qps_max": max(r["qps"] for r in mine),
                      "p99_s_min": min(r["p99_s"] for r in mine), "p99_s_max": max(r["p99_s"] for r in mine)})
-    result = {"command": command, "commit": _commit(), "machine": {"cpus": os.cpu_count(),
-              "processor": platform.processor() or platform.machine()},
+    from rayrag.bench.run import machine
+
+    result = {"command": command, "commit": _commit(), "machine": machine(),
               "options": {k: str(v) for k, v in dataclasses.asdict(opts).items()}, "floor": base, "rows": rows,
               "runs": runs, "seconds": time.perf_counter() - t_start}
     (opts.out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -339,7 +339,7 @@ def plot(result: dict, path: Path) -> None:
     b.legend(fontsize=8)
     opts = result["options"]
     fig.suptitle(f"rayrag serve: {opts['requests']} questions, {opts['clients']} concurrent clients, "
-                 f"{result['machine']['cpus']} CPUs", fontsize=10)
+                 f"{result['machine']['logical_cores']} CPUs", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

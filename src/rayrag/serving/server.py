@@ -78,8 +78,8 @@ def _why_not(serve) -> str | None:
     return None
 
 
-def serve_until_stopped(opts: ServeOptions, *, stop: threading.Event | None = None, on_ready=None) -> None:
-    """Serve `opts` until Ctrl-C, SIGTERM or `stop` is set; `on_ready(url)` is called once it answers."""
+def serve_until_stopped(opts: ServeOptions) -> None:
+    """Serve `opts` until Ctrl-C or SIGTERM."""
     from rayrag.cluster.connect import LOCAL, LOOPBACK_ENV, connect, start_local
     from rayrag.cluster.fit import check_fits
     from rayrag.retrieval.options import RetrievalOptions
@@ -129,9 +129,7 @@ def serve_until_stopped(opts: ServeOptions, *, stop: threading.Event | None = No
         print(f"rayrag serve: {info.model_type} model {opts.model} at {url} ({opts.replicas} replica(s), "
               f"retrieval {opts.retrieval.backend if where is not None else 'none'}); Ctrl-C stops it",
               flush=True)
-        if on_ready is not None:
-            on_ready(url)
-        (stop or threading.Event()).wait()
+        threading.Event().wait()  # until a signal interrupts it
     except KeyboardInterrupt:
         pass
     finally:
